@@ -363,6 +363,10 @@ impl Drop for ScratchDir {
     fn drop(&mut self) {
         // Best effort: leftover wheels waste space but must not hide the real outcome.
         let _ = std::fs::remove_dir_all(&self.path);
+        // `remove_dir` only succeeds on an empty `tmp`, so a concurrent pull is unharmed.
+        if let Some(tmp) = self.path.parent() {
+            let _ = std::fs::remove_dir(tmp);
+        }
     }
 }
 
