@@ -1,14 +1,25 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! terse-tokenizer: llama.cpp-exact tokenization from GGUF metadata, and chat
+//! templates.
+//!
+//! Token ids must equal llama.cpp's for the engine's outputs to match llama.cpp's, so
+//! every step here is a port of `llama-vocab.cpp`/`unicode.cpp`: byte-level BPE
+//! (`gpt2`) with its pre-tokenizer regexes, SentencePiece BPE (`llama`), special-token
+//! partitioning, and the end-of-generation set. [`chat_template`] renders a model's
+//! Jinja chat template the way Hugging Face's transformers configures Jinja2.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod bpe;
+pub mod chat_template;
+mod config;
+mod error;
+mod pretokenize;
+mod spm;
+mod stream;
+mod tokenizer;
+mod unicode;
+mod vocab;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use chat_template::{ChatMessage, ChatTemplate, TemplateError};
+pub use config::TokenizerConfig;
+pub use error::TokenizerError;
+pub use stream::StreamDecoder;
+pub use tokenizer::Tokenizer;
