@@ -38,6 +38,7 @@ pub struct Tokenizer {
     unk: Option<u32>,
     add_bos: bool,
     add_eos: bool,
+    /// Only read by SentencePiece encoding; BPE never prefixes a space.
     add_space_prefix: bool,
 }
 
@@ -200,8 +201,6 @@ impl Tokenizer {
             "llama" => Model::Spm(Spm::new(&vocab)),
             _ => return Err(TokenizerError::UnknownModel { model }),
         };
-        // llama.cpp forces these for BPE regardless of metadata.
-        let add_space_prefix = add_space_prefix && matches!(model, Model::Spm(_));
 
         // By-text detection of end-of-turn/FIM tokens; detected tokens become control.
         let find_and_mark = |vocab: &mut Vocab, texts: &[&str]| {
