@@ -1,14 +1,271 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Quantized CPU kernels and the worker pool that runs them.
+//!
+//! Weights stay in their GGUF block formats (read straight from a memory
+//! map); activations are quantized on the fly to the matching 8-bit block
+//! format ([`vec_dot_type`]) so dot products run on integers, exactly as
+//! ggml does. Numerics follow ggml closely because the engine is tested
+//! against llama.cpp's logits.
+//!
+//! Every kernel has a plain scalar version in [`reference`] (straight ports
+//! of ggml's reference code) and, on x86-64 CPUs with AVX2 + FMA + F16C, a
+//! fast path selected once at run time. [`matmul`] splits a weight matrix by
+//! rows across a persistent [`ThreadPool`].
+
+mod blocks;
+mod matmul;
+mod pool;
+pub mod reference;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use matmul::{matmul, WeightMatrix};
+pub use pool::ThreadPool;
+pub use terse_gguf::GgmlType;
+
+use half::f16;
+
+/// Errors from validating kernel inputs.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// The type has no kernels here (no dequantize/vec_dot).
+    #[error("tensor type {ty} is not supported by the CPU kernels")]
+    UnsupportedType { ty: GgmlType },
+    /// A buffer does not have the length its shape requires.
+    #[error("{what}: expected {expected}, found {found}")]
+    LengthMismatch {
+        what: &'static str,
+        expected: usize,
+        found: usize,
+    },
+    /// A row length is not a whole number of blocks of its type.
+    #[error("row of {n} elements is not a whole number of {ty} blocks")]
+    NotBlockMultiple { ty: GgmlType, n: usize },
+    /// rows × row bytes does not fit in memory.
+    #[error("weight matrix of {rows} rows of {cols} {ty} elements overflows usize")]
+    SizeOverflow {
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+    },
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A dot product over one weight row and one activation row:
+/// `(n elements, weight row bytes, activation row bytes)`. Implementations
+/// check the rows cover `n` elements (panicking otherwise) before reading.
+pub(crate) type VecDotFn = fn(usize, &[u8], &[u8]) -> f32;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+/// The activation format a weight type's dot product consumes: Q8_0 for
+/// Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for Q2_K…Q6_K (and Q8_K), F32
+/// for F32/F16/BF16 (activations stay f32 for float weights). `None` if
+/// unsupported.
+pub fn vec_dot_type(weight: GgmlType) -> Option<GgmlType> {
+    Some(match weight {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => GgmlType::Q8_0,
+        GgmlType::Q4_1 | GgmlType::Q5_1 => GgmlType::Q8_1,
+        GgmlType::Q2_K
+        | GgmlType::Q3_K
+        | GgmlType::Q4_K
+        | GgmlType::Q5_K
+        | GgmlType::Q6_K
+        | GgmlType::Q8_K => GgmlType::Q8_K,
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => GgmlType::F32,
+        _ => return None,
+    })
+}
+
+/// The instruction set the fast paths use on this CPU: `"avx2+fma+f16c"`
+/// or `"scalar"` (the [`reference`] kernels).
+pub fn simd_level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        return "avx2+fma+f16c";
     }
+    "scalar"
+}
+
+/// Whether `weight` has both a dequantizer and a dot product here.
+pub fn is_supported(weight: GgmlType) -> bool {
+    vec_dot_type(weight).is_some() && reference::vec_dot_fn(weight).is_some()
+}
+
+/// Bytes of one activation row of `n` elements in `vec_dot_type(weight)` form.
+pub fn activation_row_bytes(weight: GgmlType, n: usize) -> Result<usize, KernelError> {
+    let act = vec_dot_type(weight).ok_or(KernelError::UnsupportedType { ty: weight })?;
+    match blocks::layout(act) {
+        Some((block, _)) if !n.is_multiple_of(block) => {
+            Err(KernelError::NotBlockMultiple { ty: act, n })
+        }
+        _ => blocks::row_bytes(act, n).ok_or(KernelError::SizeOverflow {
+            ty: act,
+            rows: 1,
+            cols: n,
+        }),
+    }
+}
+
+/// Checks that `n_elements` of `ty` are whole blocks taking exactly `n_bytes`.
+pub(crate) fn check_row(
+    ty: GgmlType,
+    n_elements: usize,
+    n_bytes: usize,
+    what: &'static str,
+) -> Result<(), KernelError> {
+    let (block, _) = blocks::layout(ty).ok_or(KernelError::UnsupportedType { ty })?;
+    if !n_elements.is_multiple_of(block) {
+        return Err(KernelError::NotBlockMultiple { ty, n: n_elements });
+    }
+    let expected = blocks::row_bytes(ty, n_elements).ok_or(KernelError::SizeOverflow {
+        ty,
+        rows: 1,
+        cols: n_elements,
+    })?;
+    if n_bytes != expected {
+        return Err(KernelError::LengthMismatch {
+            what,
+            expected,
+            found: n_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Quantizes one f32 activation row into the `vec_dot_type` of `weight`
+/// (ggml's `quantize_row_q8_0` / `q8_1` / `q8_K` semantics, including Q8_1's
+/// `s` and Q8_K's `bsums`; for float weights a little-endian f32 copy).
+///
+/// On x86 with AVX2 the Q8_0/Q8_1 rounding is that of ggml's x86 code
+/// (ties to even, scale `127/amax`), which can differ by one quant from
+/// [`reference::quantize_activation_row`]; Q8_K is identical to it.
+pub fn quantize_activation_row(
+    weight: GgmlType,
+    src: &[f32],
+    dst: &mut [u8],
+) -> Result<(), KernelError> {
+    let act = vec_dot_type(weight).ok_or(KernelError::UnsupportedType { ty: weight })?;
+    check_row(act, src.len(), dst.len(), "activation row bytes")?;
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        match act {
+            // SAFETY: the CPU features were detected; the quantizers only use
+            // safe slice code compiled for those features.
+            GgmlType::Q8_0 => unsafe { x86::quantize_row_q8_0(src, dst) },
+            GgmlType::Q8_1 => unsafe { x86::quantize_row_q8_1(src, dst) },
+            _ => reference::quantize_row(act, src, dst),
+        }
+        return Ok(());
+    }
+    reference::quantize_row(act, src, dst);
+    Ok(())
+}
+
+/// Dequantizes one row of `dst.len()` elements of type `ty` from `src`
+/// (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K…Q6_K, Q8_K).
+pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), KernelError> {
+    reference::dequantize_row(ty, src, dst)
+}
+
+/// The fastest dot product available on this CPU for `weight`.
+pub(crate) fn vec_dot_fn(weight: GgmlType) -> Option<VecDotFn> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(f) = x86::vec_dot_fn(weight) {
+        return Some(f);
+    }
+    reference::vec_dot_fn(weight)
+}
+
+/// Runs `f` after checking `n` and both row lengths for `weight`.
+pub(crate) fn checked_vec_dot(
+    f: VecDotFn,
+    weight: GgmlType,
+    n: usize,
+    w_row: &[u8],
+    act_row: &[u8],
+) -> f32 {
+    let w_bytes = blocks::row_bytes(weight, n)
+        .unwrap_or_else(|| panic!("vec_dot: {n} elements are not whole {weight} blocks"));
+    let a_bytes = vec_dot_type(weight)
+        .and_then(|act| blocks::row_bytes(act, n))
+        .unwrap_or_else(|| panic!("vec_dot: {n} elements do not form a {weight} activation row"));
+    assert!(
+        w_row.len() >= w_bytes && act_row.len() >= a_bytes,
+        "vec_dot: {weight} rows of {n} elements need {w_bytes} weight and {a_bytes} activation bytes, got {} and {}",
+        w_row.len(),
+        act_row.len()
+    );
+    f(n, &w_row[..w_bytes], &act_row[..a_bytes])
+}
+
+/// Dot product of one weight row (`n` elements of type `weight`) with one
+/// activation row already in `vec_dot_type(weight)` form.
+///
+/// # Panics
+/// If `weight` is unsupported, `n` is not a whole number of blocks, or a row
+/// is shorter than `n` elements need (callers validate shapes once per
+/// matmul, so this is a programming error, not an input error).
+pub fn vec_dot(weight: GgmlType, n: usize, w_row: &[u8], act_row: &[u8]) -> f32 {
+    let f =
+        vec_dot_fn(weight).unwrap_or_else(|| panic!("vec_dot: unsupported weight type {weight}"));
+    checked_vec_dot(f, weight, n, w_row, act_row)
+}
+
+/// Σ a[i]·b[i] (f32 accumulation; lane order differs from
+/// [`reference::dot_f32`] on the fast path).
+///
+/// # Panics
+/// If the lengths differ.
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot_f32: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: equal lengths checked; features detected.
+        return unsafe { x86::dot_f32(a.len(), a.as_ptr(), b.as_ptr()) };
+    }
+    reference::dot_f32(a, b)
+}
+
+/// Σ f32(a[i])·b[i] for f16 keys against an f32 query.
+///
+/// llama.cpp converts the query to f16 first; keeping it f32 is slightly
+/// more accurate and the difference is far below the f16 key rounding.
+///
+/// # Panics
+/// If the lengths differ.
+pub fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot_f16_f32: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: equal lengths checked; f16 is a transparent u16; features detected.
+        return unsafe { x86::dot_f16_f32(a.len(), a.as_ptr() as *const u16, b.as_ptr()) };
+    }
+    reference::dot_f16_f32(a, b)
+}
+
+/// out[i] += alpha · f32(x[i]) (values of an f16 V cache).
+///
+/// # Panics
+/// If the lengths differ.
+pub fn axpy_f16(out: &mut [f32], alpha: f32, x: &[f16]) {
+    assert_eq!(out.len(), x.len(), "axpy_f16: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: equal lengths checked; features detected.
+        unsafe { x86::axpy_f16(out.len(), out.as_mut_ptr(), alpha, x.as_ptr() as *const u16) };
+        return;
+    }
+    reference::axpy_f16(out, alpha, x)
+}
+
+/// dst[i] = f16(src[i]), round to nearest even (bit-identical on every path).
+///
+/// # Panics
+/// If the lengths differ.
+pub fn f32_to_f16_row(src: &[f32], dst: &mut [f16]) {
+    assert_eq!(src.len(), dst.len(), "f32_to_f16_row: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: equal lengths checked; f16 is a transparent u16; features detected.
+        unsafe { x86::f32_to_f16(src.len(), src.as_ptr(), dst.as_mut_ptr() as *mut u16) };
+        return;
+    }
+    reference::f32_to_f16_row(src, dst)
 }

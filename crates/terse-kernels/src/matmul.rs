@@ -1,0 +1,180 @@
+//! Weight-matrix × activation products, split by rows across the pool.
+//!
+//! Decode (one token) is bound by memory bandwidth: each weight byte is read
+//! once, so per-row work is a single dot-product call with lengths checked
+//! once per matmul. Prefill (many tokens) reuses weights: a task owns a
+//! chunk of rows and walks the tokens in small tiles, so each weight row is
+//! pulled from memory once per tile and stays in L1 while it is dotted with
+//! every activation row of the tile, and the chunk stays in L2 across tiles.
+
+use crate::blocks;
+use crate::pool::ThreadPool;
+use crate::{activation_row_bytes, is_supported, vec_dot_fn, GgmlType, KernelError};
+
+/// Tokens dotted against one weight row while it is hot in L1.
+const TOKEN_TILE: usize = 8;
+/// Target bytes of weights per task: small enough to balance across
+/// threads, large enough that claiming a task is negligible.
+const TASK_BYTES: usize = 64 * 1024;
+/// Bounds on rows per task.
+const MIN_ROWS_PER_TASK: usize = 4;
+const MAX_ROWS_PER_TASK: usize = 64;
+
+/// Weight matrix view: `rows` output features, each a row of `cols`
+/// elements of type `ty`, stored contiguously (a GGUF 2-D tensor with dims
+/// `[cols, rows]`).
+#[derive(Debug, Clone, Copy)]
+pub struct WeightMatrix<'a> {
+    pub data: &'a [u8],
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl<'a> WeightMatrix<'a> {
+    /// Checks that `ty` is supported, `cols` is a whole number of blocks and
+    /// `data` holds exactly `rows` rows.
+    pub fn new(
+        data: &'a [u8],
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self, KernelError> {
+        if !is_supported(ty) {
+            return Err(KernelError::UnsupportedType { ty });
+        }
+        let row = Self::row_bytes_of(ty, cols)?;
+        let expected = row
+            .checked_mul(rows)
+            .ok_or(KernelError::SizeOverflow { ty, rows, cols })?;
+        if data.len() != expected {
+            return Err(KernelError::LengthMismatch {
+                what: "weight matrix bytes",
+                expected,
+                found: data.len(),
+            });
+        }
+        // Activation rows must exist in the matching format too.
+        activation_row_bytes(ty, cols)?;
+        Ok(WeightMatrix {
+            data,
+            ty,
+            rows,
+            cols,
+        })
+    }
+
+    fn row_bytes_of(ty: GgmlType, cols: usize) -> Result<usize, KernelError> {
+        let (block, _) = blocks::layout(ty).ok_or(KernelError::UnsupportedType { ty })?;
+        if !cols.is_multiple_of(block) {
+            return Err(KernelError::NotBlockMultiple { ty, n: cols });
+        }
+        blocks::row_bytes(ty, cols).ok_or(KernelError::SizeOverflow { ty, rows: 1, cols })
+    }
+
+    /// Bytes of one weight row (0 if the struct was built by hand with a
+    /// type or column count that `new` would have rejected).
+    pub fn row_bytes(&self) -> usize {
+        blocks::row_bytes(self.ty, self.cols).unwrap_or(0)
+    }
+
+    /// The bytes of weight row `r`.
+    ///
+    /// # Panics
+    /// If `r >= rows`.
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        let rb = self.row_bytes();
+        &self.data[r * rb..(r + 1) * rb]
+    }
+}
+
+/// Raw output pointer shared by tasks that write disjoint elements.
+struct OutPtr(*mut f32);
+// SAFETY: every task writes a disjoint set of indices (its own rows), and
+// `ThreadPool::run` returns only after all tasks finished.
+unsafe impl Sync for OutPtr {}
+
+/// `out[t * out_stride + r] = dot(weight row r, activation row t)` for `t` in
+/// `0..n_tokens`, `r` in `0..rows`.
+///
+/// `act` holds `n_tokens` rows of `activation_row_bytes(w.ty, w.cols)` bytes
+/// each (see [`crate::quantize_activation_row`]). Rows are split across the
+/// pool; for `n_tokens > 1` each task tiles tokens so a weight row is read
+/// once per tile rather than once per token. Every output equals
+/// [`crate::vec_dot`] of its row pair exactly.
+///
+/// # Panics
+/// If the shapes disagree: `w` was not built by [`WeightMatrix::new`] with a
+/// consistent shape, `act` is shorter than `n_tokens` rows, `out_stride <
+/// rows`, or `out` is shorter than `(n_tokens - 1) * out_stride + rows`.
+pub fn matmul(
+    pool: &ThreadPool,
+    w: &WeightMatrix,
+    act: &[u8],
+    n_tokens: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    if n_tokens == 0 || w.rows == 0 {
+        return;
+    }
+    let dot =
+        vec_dot_fn(w.ty).unwrap_or_else(|| panic!("matmul: unsupported weight type {}", w.ty));
+    let w_row_bytes = WeightMatrix::row_bytes_of(w.ty, w.cols)
+        .unwrap_or_else(|e| panic!("matmul: bad weight shape: {e}"));
+    let a_row_bytes = activation_row_bytes(w.ty, w.cols).unwrap_or_else(|e| panic!("matmul: {e}"));
+    assert!(
+        w.data.len() >= w.rows * w_row_bytes,
+        "matmul: weight data has {} bytes, {} rows need {}",
+        w.data.len(),
+        w.rows,
+        w.rows * w_row_bytes
+    );
+    assert!(
+        act.len() >= n_tokens * a_row_bytes,
+        "matmul: activations have {} bytes, {n_tokens} rows need {}",
+        act.len(),
+        n_tokens * a_row_bytes
+    );
+    assert!(
+        out_stride >= w.rows,
+        "matmul: out_stride {out_stride} < rows {}",
+        w.rows
+    );
+    let out_needed = (n_tokens - 1) * out_stride + w.rows;
+    assert!(
+        out.len() >= out_needed,
+        "matmul: output has {} floats, needs {out_needed}",
+        out.len()
+    );
+
+    let rows_per_task =
+        (TASK_BYTES / w_row_bytes.max(1)).clamp(MIN_ROWS_PER_TASK, MAX_ROWS_PER_TASK);
+    // Enough tasks per thread to balance uneven progress, unless that would
+    // make tasks trivially small.
+    let balanced = w.rows.div_ceil(pool.n_threads() * 4).max(MIN_ROWS_PER_TASK);
+    let rows_per_task = rows_per_task.min(balanced);
+    let n_tasks = w.rows.div_ceil(rows_per_task);
+    let out_ptr = OutPtr(out.as_mut_ptr());
+    let out_ptr = &out_ptr;
+
+    pool.run(n_tasks, &|task| {
+        let r0 = task * rows_per_task;
+        let r1 = (r0 + rows_per_task).min(w.rows);
+        let mut t0 = 0;
+        while t0 < n_tokens {
+            let t1 = (t0 + TOKEN_TILE).min(n_tokens);
+            for r in r0..r1 {
+                let w_row = &w.data[r * w_row_bytes..(r + 1) * w_row_bytes];
+                for t in t0..t1 {
+                    let a_row = &act[t * a_row_bytes..(t + 1) * a_row_bytes];
+                    let v = dot(w.cols, w_row, a_row);
+                    // SAFETY: t * out_stride + r < out_needed <= out.len(),
+                    // and row r belongs to this task only.
+                    unsafe { *out_ptr.0.add(t * out_stride + r) = v };
+                }
+            }
+            t0 = t1;
+        }
+    });
+}

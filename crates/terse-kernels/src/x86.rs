@@ -1,0 +1,707 @@
+//! AVX2 + FMA + F16C kernels for x86-64, chosen at run time.
+//!
+//! The quantized dot products are ports of ggml's
+//! `ggml-cpu/arch/x86/quants.c` AVX2 code: the integer part of every block is
+//! computed exactly (so it equals the scalar reference bit for bit) and only
+//! the order of the float accumulation differs. Where ggml shuffles a scale
+//! out of a table, these broadcast it with `set1`, which gives the same lanes.
+//!
+//! Every `unsafe fn` here requires the CPU to have AVX2, FMA and F16C
+//! ([`available`]) and its pointers to cover the number of blocks passed; the
+//! safe wrappers at the bottom check the lengths and are only handed out by
+//! [`vec_dot_fn`] after [`available`] said yes.
+
+use crate::blocks::*;
+use crate::{GgmlType, VecDotFn};
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+/// Whether this CPU runs the fast paths (detected once, then cached).
+pub(crate) fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    })
+}
+
+// ------------------------------------------------------------------ helpers
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fp16(p: *const u8) -> f32 {
+    let bits = (p as *const u16).read_unaligned();
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load256(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_float_8(x: __m256) -> f32 {
+    let mut res = _mm256_extractf128_ps(x, 1);
+    res = _mm_add_ps(res, _mm256_castps256_ps128(x));
+    res = _mm_add_ps(res, _mm_movehl_ps(res, res));
+    res = _mm_add_ss(res, _mm_movehdup_ps(res));
+    _mm_cvtss_f32(res)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_i32_8(a: __m256i) -> i32 {
+    let sum128 = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    let hi64 = _mm_unpackhi_epi64(sum128, sum128);
+    let sum64 = _mm_add_epi32(hi64, sum128);
+    let hi32 = _mm_shuffle_epi32(sum64, 0b10_11_00_01);
+    _mm_cvtsi128_si32(_mm_add_epi32(sum64, hi32))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_i32_4(a: __m128i) -> i32 {
+    let hi64 = _mm_unpackhi_epi64(a, a);
+    let sum64 = _mm_add_epi32(hi64, a);
+    let hi32 = _mm_shuffle_epi32(sum64, 0b10_11_00_01);
+    _mm_cvtsi128_si32(_mm_add_epi32(sum64, hi32))
+}
+
+/// 32 nibbles (16 bytes: low nibbles first, then high) as 32 bytes in 0..=15.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bytes_from_nibbles_32(p: *const u8) -> __m256i {
+    let tmp = _mm_loadu_si128(p as *const __m128i);
+    let bytes = _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp);
+    _mm256_and_si256(_mm256_set1_epi8(0xF), bytes)
+}
+
+/// 32 bits as 32 bytes, each 0xFF where the bit is set and 0x00 elsewhere.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bytes_from_bits_32(p: *const u8) -> __m256i {
+    let x32 = (p as *const u32).read_unaligned();
+    let shuf_mask = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x32 as i32), shuf_mask);
+    let bit_mask = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+    _mm256_cmpeq_epi8(_mm256_or_si256(bytes, bit_mask), _mm256_set1_epi64x(-1))
+}
+
+/// 8 f16 values (as bits) widened to f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_h(p: *const u16) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+}
+
+/// 8 bf16 values (as bits) widened to f32: bf16 is the top half of an f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_bf(p: *const u16) -> __m256 {
+    let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+    _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16))
+}
+
+/// Unsigned × signed bytes, summed in groups of 4, as 8 floats.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
+    let dot = _mm256_maddubs_epi16(ax, sy);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_set1_epi16(1), dot))
+}
+
+/// Signed × signed bytes, summed in groups of 4, as 8 floats.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
+    let ax = _mm256_sign_epi8(x, x);
+    let sy = _mm256_sign_epi8(y, x);
+    mul_sum_us8_pairs_float(ax, sy)
+}
+
+/// Per-16-element scales of a 32-byte maddubs product: `lo` for elements
+/// 0..16 (the low 128-bit lane), `hi` for 16..32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scale_pair(lo: i16, hi: i16) -> __m256i {
+    _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo))
+}
+
+// ------------------------------------------------------ 32-element formats
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_q8_0(nb: usize, x: *const u8, y: *const u8) -> f32 {
+    let off = _mm256_set1_epi8(8);
+    let mut acc = _mm256_setzero_ps();
+    for ib in 0..nb {
+        let xb = x.add(ib * Q4_0_BYTES);
+        let yb = y.add(ib * Q8_0_BYTES);
+        let d = _mm256_set1_ps(fp16(xb) * fp16(yb));
+        let qx = _mm256_sub_epi8(bytes_from_nibbles_32(xb.add(2)), off);
+        let qy = load256(yb.add(2));
+        acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
+    }
+    hsum_float_8(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_1_q8_1(nb: usize, x: *const u8, y: *const u8) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0.0f32;
+    for ib in 0..nb {
+        let xb = x.add(ib * Q4_1_BYTES);
+        let yb = y.add(ib * Q8_1_BYTES);
+        summs += fp16(xb.add(2)) * fp16(yb.add(2));
+        let d0d1 = _mm256_mul_ps(_mm256_set1_ps(fp16(xb)), _mm256_set1_ps(fp16(yb)));
+        let qx = bytes_from_nibbles_32(xb.add(4));
+        let qy = load256(yb.add(4));
+        acc = _mm256_fmadd_ps(d0d1, mul_sum_us8_pairs_float(qx, qy), acc);
+    }
+    hsum_float_8(acc) + summs
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_0_q8_0(nb: usize, x: *const u8, y: *const u8) -> f32 {
+    let high = _mm256_set1_epi8(0xF0u8 as i8);
+    let mut acc = _mm256_setzero_ps();
+    for ib in 0..nb {
+        let xb = x.add(ib * Q5_0_BYTES);
+        let yb = y.add(ib * Q8_0_BYTES);
+        let d = _mm256_set1_ps(fp16(xb) * fp16(yb));
+        // A clear fifth bit means value - 16 < 0: fill the high nibble with ones.
+        let bxhi = _mm256_andnot_si256(bytes_from_bits_32(xb.add(2)), high);
+        let qx = _mm256_or_si256(bytes_from_nibbles_32(xb.add(6)), bxhi);
+        let qy = load256(yb.add(2));
+        acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
+    }
+    hsum_float_8(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_1_q8_1(nb: usize, x: *const u8, y: *const u8) -> f32 {
+    let bit5 = _mm256_set1_epi8(0x10);
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0.0f32;
+    for ib in 0..nb {
+        let xb = x.add(ib * Q5_1_BYTES);
+        let yb = y.add(ib * Q8_1_BYTES);
+        let dx = _mm256_set1_ps(fp16(xb));
+        summs += fp16(xb.add(2)) * fp16(yb.add(2));
+        let bxhi = _mm256_and_si256(bytes_from_bits_32(xb.add(4)), bit5);
+        let qx = _mm256_or_si256(bytes_from_nibbles_32(xb.add(8)), bxhi);
+        let dy = _mm256_set1_ps(fp16(yb));
+        let qy = load256(yb.add(4));
+        let q = mul_sum_us8_pairs_float(qx, qy);
+        acc = _mm256_fmadd_ps(q, _mm256_mul_ps(dx, dy), acc);
+    }
+    hsum_float_8(acc) + summs
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_q8_0(nb: usize, x: *const u8, y: *const u8) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for ib in 0..nb {
+        let xb = x.add(ib * Q8_0_BYTES);
+        let yb = y.add(ib * Q8_0_BYTES);
+        let d = _mm256_set1_ps(fp16(xb) * fp16(yb));
+        let q = mul_sum_i8_pairs_float(load256(xb.add(2)), load256(yb.add(2)));
+        acc = _mm256_fmadd_ps(d, q, acc);
+    }
+    hsum_float_8(acc)
+}
+
+// ---------------------------------------------------------------- k-quants
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q2_k_q8_k(nb: usize, x: *const u8, y: *const u8) -> f32 {
+    let m3 = _mm256_set1_epi8(3);
+    let m4 = _mm_set1_epi8(0xF);
+    let mut acc = _mm256_setzero_ps();
+    let mut sum_mins = 0.0f32;
+    for i in 0..nb {
+        let xb = x.add(i * Q2_K_BYTES);
+        let yb = y.add(i * Q8_K_BYTES);
+        let yd = (yb as *const f32).read_unaligned();
+        let dall = yd * fp16(xb.add(80));
+        let dmin = yd * fp16(xb.add(82));
+
+        let sc128 = _mm_loadu_si128(xb as *const __m128i);
+        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc128, 4), m4));
+        let bsums = load256(yb.add(Q8_K_BSUMS));
+        sum_mins += dmin * hsum_i32_8(_mm256_madd_epi16(mins, bsums)) as f32;
+
+        let sc = std::slice::from_raw_parts(xb, 16);
+        let mut q2 = xb.add(16);
+        let mut q8 = yb.add(Q8_K_QS);
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..2 {
+            let q2bits = load256(q2);
+            q2 = q2.add(32);
+            for k in 0..4 {
+                let q2k = _mm256_and_si256(
+                    _mm256_srl_epi16(q2bits, _mm_cvtsi32_si128(2 * k as i32)),
+                    m3,
+                );
+                let p = _mm256_maddubs_epi16(q2k, load256(q8));
+                q8 = q8.add(32);
+                let scale = scale_pair(
+                    (sc[8 * j + 2 * k] & 0xF) as i16,
+                    (sc[8 * j + 2 * k + 1] & 0xF) as i16,
+                );
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale, p));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dall), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_float_8(acc) - sum_mins
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3_k_q8_k(nb: usize, x: *const u8, y: *const u8) -> f32 {
+    let m3 = _mm256_set1_epi8(3);
+    let four = _mm256_set1_epi8(4);
+    let zero = _mm256_setzero_si256();
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..nb {
+        let xb = x.add(i * Q3_K_BYTES);
+        let yb = y.add(i * Q8_K_BYTES);
+        let d = (yb as *const f32).read_unaligned() * fp16(xb.add(108));
+        let scales = q3k_scales(std::slice::from_raw_parts(xb.add(96), 12));
+        let hbits = load256(xb);
+        let mut q3 = xb.add(32);
+        let mut q8 = yb.add(Q8_K_QS);
+        let mut sumi = _mm256_setzero_si256();
+        let mut bit = 0;
+        for j in 0..2 {
+            let q3bits = load256(q3);
+            q3 = q3.add(32);
+            for k in 0..4 {
+                let q3l = _mm256_and_si256(
+                    _mm256_srl_epi16(q3bits, _mm_cvtsi32_si128(2 * k as i32)),
+                    m3,
+                );
+                // The stored high bit is set when the value is not offset by -4.
+                let mask = _mm256_set1_epi8((1u8 << bit) as i8);
+                let q3h =
+                    _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, mask), zero), four);
+                bit += 1;
+                let q8k = load256(q8);
+                q8 = q8.add(32);
+                let p16 = _mm256_sub_epi16(
+                    _mm256_maddubs_epi16(q3l, q8k),
+                    _mm256_maddubs_epi16(q3h, q8k),
+                );
+                let scale = scale_pair(
+                    scales[8 * j + 2 * k] as i16,
+                    scales[8 * j + 2 * k + 1] as i16,
+                );
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale, p16));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_float_8(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_q8_k(nb: usize, x: *const u8, y: *const u8) -> f32 {
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm_setzero_ps();
+    for i in 0..nb {
+        let xb = x.add(i * Q4_K_BYTES);
+        let yb = y.add(i * Q8_K_BYTES);
+        let yd = (yb as *const f32).read_unaligned();
+        let d = yd * fp16(xb);
+        let dmin = -yd * fp16(xb.add(2));
+        let sm = k4_scales_mins(std::slice::from_raw_parts(xb.add(4), 12));
+
+        let mins_and_scales = _mm256_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr() as *const __m128i));
+        let q8sums = load256(yb.add(Q8_K_BSUMS));
+        let q8s = _mm_hadd_epi16(
+            _mm256_castsi256_si128(q8sums),
+            _mm256_extracti128_si256(q8sums, 1),
+        );
+        let prod = _mm_madd_epi16(_mm256_extracti128_si256(mins_and_scales, 1), q8s);
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+
+        let mut q4 = xb.add(16);
+        let mut q8 = yb.add(Q8_K_QS);
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..QK_K / 64 {
+            let scale_l = _mm256_set1_epi16(sm[2 * j] as i16);
+            let scale_h = _mm256_set1_epi16(sm[2 * j + 1] as i16);
+            let q4bits = load256(q4);
+            q4 = q4.add(32);
+            let q4l = _mm256_and_si256(q4bits, m4);
+            let q4h = _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4);
+            let p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, load256(q8)));
+            let p16h = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, load256(q8.add(32))));
+            q8 = q8.add(64);
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
+    hsum_float_8(acc) + _mm_cvtss_f32(acc_m)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_k_q8_k(nb: usize, x: *const u8, y: *const u8) -> f32 {
+    let m4 = _mm256_set1_epi8(0xF);
+    let bit5 = _mm256_set1_epi8(0x10);
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0.0f32;
+    for i in 0..nb {
+        let xb = x.add(i * Q5_K_BYTES);
+        let yb = y.add(i * Q8_K_BYTES);
+        let yd = (yb as *const f32).read_unaligned();
+        let d = yd * fp16(xb);
+        let dmin = -yd * fp16(xb.add(2));
+        let sm = k4_scales_mins(std::slice::from_raw_parts(xb.add(4), 12));
+
+        let mins_and_scales = _mm256_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr() as *const __m128i));
+        let q8sums = load256(yb.add(Q8_K_BSUMS));
+        let q8s = _mm_hadd_epi16(
+            _mm256_castsi256_si128(q8sums),
+            _mm256_extracti128_si256(q8sums, 1),
+        );
+        let prod = _mm_madd_epi16(_mm256_extracti128_si256(mins_and_scales, 1), q8s);
+        summs += dmin * hsum_i32_4(prod) as f32;
+
+        let hbits = load256(xb.add(16));
+        let mut q5 = xb.add(48);
+        let mut q8 = yb.add(Q8_K_QS);
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..QK_K / 64 {
+            let scale_0 = _mm256_set1_epi16(sm[2 * j] as i16);
+            let scale_1 = _mm256_set1_epi16(sm[2 * j + 1] as i16);
+            let q5bits = load256(q5);
+            q5 = q5.add(32);
+            let hmask0 = _mm256_set1_epi8((1u8 << (2 * j)) as i8);
+            let hmask1 = _mm256_set1_epi8((1u8 << (2 * j + 1)) as i8);
+            let q5h_0 = _mm256_and_si256(
+                _mm256_cmpeq_epi8(_mm256_and_si256(hbits, hmask0), hmask0),
+                bit5,
+            );
+            let q5h_1 = _mm256_and_si256(
+                _mm256_cmpeq_epi8(_mm256_and_si256(hbits, hmask1), hmask1),
+                bit5,
+            );
+            let q5_0 = _mm256_add_epi8(_mm256_and_si256(q5bits, m4), q5h_0);
+            let q5_1 = _mm256_add_epi8(_mm256_and_si256(_mm256_srli_epi16(q5bits, 4), m4), q5h_1);
+            let p16_0 = _mm256_madd_epi16(scale_0, _mm256_maddubs_epi16(q5_0, load256(q8)));
+            let p16_1 = _mm256_madd_epi16(scale_1, _mm256_maddubs_epi16(q5_1, load256(q8.add(32))));
+            q8 = q8.add(64);
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16_0, p16_1));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_float_8(acc) + summs
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_q8_k(nb: usize, x: *const u8, y: *const u8) -> f32 {
+    let m4 = _mm256_set1_epi8(0xF);
+    let m3 = _mm256_set1_epi8(3);
+    let m32s = _mm256_set1_epi8(32);
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..nb {
+        let xb = x.add(i * Q6_K_BYTES);
+        let yb = y.add(i * Q8_K_BYTES);
+        let d = (yb as *const f32).read_unaligned() * fp16(xb.add(208));
+        let sc = std::slice::from_raw_parts(xb.add(192), 16);
+        let mut q4 = xb;
+        let mut qh = xb.add(128);
+        let mut q8 = yb.add(Q8_K_QS);
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..QK_K / 128 {
+            let q4bits1 = load256(q4);
+            let q4bits2 = load256(q4.add(32));
+            q4 = q4.add(64);
+            let q4bits_h = load256(qh);
+            qh = qh.add(32);
+
+            let q4h_0 = _mm256_slli_epi16(_mm256_and_si256(q4bits_h, m3), 4);
+            let q4h_1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bits_h, 2), m3), 4);
+            let q4h_2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bits_h, 4), m3), 4);
+            let q4h_3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bits_h, 6), m3), 4);
+
+            let quants = [
+                _mm256_or_si256(_mm256_and_si256(q4bits1, m4), q4h_0),
+                _mm256_or_si256(_mm256_and_si256(q4bits2, m4), q4h_1),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits1, 4), m4), q4h_2),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits2, 4), m4), q4h_3),
+            ];
+            for (k, q) in quants.into_iter().enumerate() {
+                let q8k = load256(q8);
+                q8 = q8.add(32);
+                // Quants are stored +32: subtract 32·q8 to re-centre them.
+                let q8s = _mm256_maddubs_epi16(m32s, q8k);
+                let p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q, q8k), q8s);
+                let scale = scale_pair(
+                    sc[8 * j + 2 * k] as i8 as i16,
+                    sc[8 * j + 2 * k + 1] as i8 as i16,
+                );
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale, p16));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_float_8(acc)
+}
+
+// ------------------------------------------------------------------ floats
+
+/// Σ a[i]·b[i] over `n` f32 values at unaligned pointers.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f32(n: usize, a: *const f32, b: *const f32) -> f32 {
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    let mut acc2 = _mm256_setzero_ps();
+    let mut acc3 = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 32 <= n {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.add(i)), _mm256_loadu_ps(b.add(i)), acc0);
+        acc1 = _mm256_fmadd_ps(
+            _mm256_loadu_ps(a.add(i + 8)),
+            _mm256_loadu_ps(b.add(i + 8)),
+            acc1,
+        );
+        acc2 = _mm256_fmadd_ps(
+            _mm256_loadu_ps(a.add(i + 16)),
+            _mm256_loadu_ps(b.add(i + 16)),
+            acc2,
+        );
+        acc3 = _mm256_fmadd_ps(
+            _mm256_loadu_ps(a.add(i + 24)),
+            _mm256_loadu_ps(b.add(i + 24)),
+            acc3,
+        );
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.add(i)), _mm256_loadu_ps(b.add(i)), acc0);
+        i += 8;
+    }
+    let mut sum = hsum_float_8(_mm256_add_ps(
+        _mm256_add_ps(acc0, acc1),
+        _mm256_add_ps(acc2, acc3),
+    ));
+    while i < n {
+        sum += a.add(i).read_unaligned() * b.add(i).read_unaligned();
+        i += 1;
+    }
+    sum
+}
+
+/// Σ f32(a[i])·b[i] over `n` values; `a` holds f16 bits.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f16_f32(n: usize, a: *const u16, b: *const f32) -> f32 {
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    let mut acc2 = _mm256_setzero_ps();
+    let mut acc3 = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 32 <= n {
+        acc0 = _mm256_fmadd_ps(load_h(a.add(i)), _mm256_loadu_ps(b.add(i)), acc0);
+        acc1 = _mm256_fmadd_ps(load_h(a.add(i + 8)), _mm256_loadu_ps(b.add(i + 8)), acc1);
+        acc2 = _mm256_fmadd_ps(load_h(a.add(i + 16)), _mm256_loadu_ps(b.add(i + 16)), acc2);
+        acc3 = _mm256_fmadd_ps(load_h(a.add(i + 24)), _mm256_loadu_ps(b.add(i + 24)), acc3);
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc0 = _mm256_fmadd_ps(load_h(a.add(i)), _mm256_loadu_ps(b.add(i)), acc0);
+        i += 8;
+    }
+    let mut sum = hsum_float_8(_mm256_add_ps(
+        _mm256_add_ps(acc0, acc1),
+        _mm256_add_ps(acc2, acc3),
+    ));
+    while i < n {
+        sum += fp16(a.add(i) as *const u8) * b.add(i).read_unaligned();
+        i += 1;
+    }
+    sum
+}
+
+/// Σ f32(a[i])·b[i] over `n` values; `a` holds bf16 bits.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_bf16_f32(n: usize, a: *const u16, b: *const f32) -> f32 {
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 16 <= n {
+        acc0 = _mm256_fmadd_ps(load_bf(a.add(i)), _mm256_loadu_ps(b.add(i)), acc0);
+        acc1 = _mm256_fmadd_ps(load_bf(a.add(i + 8)), _mm256_loadu_ps(b.add(i + 8)), acc1);
+        i += 16;
+    }
+    let mut sum = hsum_float_8(_mm256_add_ps(acc0, acc1));
+    while i < n {
+        let bits = (a.add(i).read_unaligned() as u32) << 16;
+        sum += f32::from_bits(bits) * b.add(i).read_unaligned();
+        i += 1;
+    }
+    sum
+}
+
+/// out[i] += alpha · f32(x[i]) over `n` values; `x` holds f16 bits.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn axpy_f16(n: usize, out: *mut f32, alpha: f32, x: *const u16) {
+    let va = _mm256_set1_ps(alpha);
+    let mut i = 0;
+    while i + 8 <= n {
+        let xv = _mm256_cvtph_ps(_mm_loadu_si128(x.add(i) as *const __m128i));
+        let o = _mm256_loadu_ps(out.add(i));
+        _mm256_storeu_ps(out.add(i), _mm256_fmadd_ps(va, xv, o));
+        i += 8;
+    }
+    while i < n {
+        *out.add(i) += alpha * fp16(x.add(i) as *const u8);
+        i += 1;
+    }
+}
+
+/// dst[i] = f16 bits of src[i] (round to nearest even) over `n` values.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn f32_to_f16(n: usize, src: *const f32, dst: *mut u16) {
+    let mut i = 0;
+    while i + 8 <= n {
+        let h = _mm256_cvtps_ph(_mm256_loadu_ps(src.add(i)), _MM_FROUND_TO_NEAREST_INT);
+        _mm_storeu_si128(dst.add(i) as *mut __m128i, h);
+        i += 8;
+    }
+    while i < n {
+        let h = _mm_cvtps_ph(_mm_set_ss(*src.add(i)), _MM_FROUND_TO_NEAREST_INT);
+        *dst.add(i) = _mm_extract_epi16(h, 0) as u16;
+        i += 1;
+    }
+}
+
+// ------------------------------------------------------ activation quantizers
+
+/// ggml's x86 `quantize_row_q8_0`: unlike the `_ref` version it scales by
+/// `127 / amax` and rounds ties to even (`_mm256_round_ps`), so a quant can
+/// differ from the reference by one. This is what llama.cpp runs on x86.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_row_q8_0(src: &[f32], dst: &mut [u8]) {
+    for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(Q8_0_BYTES)) {
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        put_f16(y, 0, d);
+        for (q, v) in y[2..].iter_mut().zip(x) {
+            *q = (v * id).round_ties_even() as i8 as u8;
+        }
+    }
+}
+
+/// ggml's x86 `quantize_row_q8_1` (same rounding as [`quantize_row_q8_0`]),
+/// with `s = d · Σq`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn quantize_row_q8_1(src: &[f32], dst: &mut [u8]) {
+    for (x, y) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(Q8_1_BYTES)) {
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        put_f16(y, 0, d);
+        let mut sum = 0i32;
+        for (q, v) in y[4..].iter_mut().zip(x) {
+            let qi = (v * id).round_ties_even() as i8;
+            sum += qi as i32;
+            *q = qi as u8;
+        }
+        put_f16(y, 2, d * sum as f32);
+    }
+}
+
+// ------------------------------------------------------------ safe wrappers
+
+/// Defines a safe vec_dot over whole blocks: checks both rows cover `n / $block`
+/// blocks, then runs the AVX2 kernel.
+macro_rules! block_dot {
+    ($name:ident, $kernel:ident, $block:expr, $w_bytes:expr, $a_bytes:expr) => {
+        fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            let nb = n / $block;
+            assert!(
+                w.len() >= nb * $w_bytes && a.len() >= nb * $a_bytes,
+                "vec_dot: row shorter than n elements"
+            );
+            // SAFETY: both rows cover nb blocks (checked above) and this
+            // function is only reachable through `vec_dot_fn`, which requires
+            // `available()`.
+            unsafe { $kernel(nb, w.as_ptr(), a.as_ptr()) }
+        }
+    };
+}
+
+block_dot!(dot_q4_0, q4_0_q8_0, QK, Q4_0_BYTES, Q8_0_BYTES);
+block_dot!(dot_q4_1, q4_1_q8_1, QK, Q4_1_BYTES, Q8_1_BYTES);
+block_dot!(dot_q5_0, q5_0_q8_0, QK, Q5_0_BYTES, Q8_0_BYTES);
+block_dot!(dot_q5_1, q5_1_q8_1, QK, Q5_1_BYTES, Q8_1_BYTES);
+block_dot!(dot_q8_0, q8_0_q8_0, QK, Q8_0_BYTES, Q8_0_BYTES);
+block_dot!(dot_q2_k, q2_k_q8_k, QK_K, Q2_K_BYTES, Q8_K_BYTES);
+block_dot!(dot_q3_k, q3_k_q8_k, QK_K, Q3_K_BYTES, Q8_K_BYTES);
+block_dot!(dot_q4_k, q4_k_q8_k, QK_K, Q4_K_BYTES, Q8_K_BYTES);
+block_dot!(dot_q5_k, q5_k_q8_k, QK_K, Q5_K_BYTES, Q8_K_BYTES);
+block_dot!(dot_q6_k, q6_k_q8_k, QK_K, Q6_K_BYTES, Q8_K_BYTES);
+
+fn dot_f32_weights(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    assert!(
+        w.len() >= 4 * n && a.len() >= 4 * n,
+        "vec_dot: row shorter than n elements"
+    );
+    // SAFETY: lengths checked; loads are unaligned; features via `available()`.
+    unsafe { dot_f32(n, w.as_ptr() as *const f32, a.as_ptr() as *const f32) }
+}
+
+fn dot_f16_weights(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    assert!(
+        w.len() >= 2 * n && a.len() >= 4 * n,
+        "vec_dot: row shorter than n elements"
+    );
+    // SAFETY: as in `dot_f32_weights`.
+    unsafe { dot_f16_f32(n, w.as_ptr() as *const u16, a.as_ptr() as *const f32) }
+}
+
+fn dot_bf16_weights(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    assert!(
+        w.len() >= 2 * n && a.len() >= 4 * n,
+        "vec_dot: row shorter than n elements"
+    );
+    // SAFETY: as in `dot_f32_weights`.
+    unsafe { dot_bf16_f32(n, w.as_ptr() as *const u16, a.as_ptr() as *const f32) }
+}
+
+/// The AVX2 dot product for `weight`; `None` when there is none or the CPU
+/// lacks the features.
+pub(crate) fn vec_dot_fn(weight: GgmlType) -> Option<VecDotFn> {
+    if !available() {
+        return None;
+    }
+    Some(match weight {
+        GgmlType::F32 => dot_f32_weights,
+        GgmlType::F16 => dot_f16_weights,
+        GgmlType::BF16 => dot_bf16_weights,
+        GgmlType::Q4_0 => dot_q4_0,
+        GgmlType::Q4_1 => dot_q4_1,
+        GgmlType::Q5_0 => dot_q5_0,
+        GgmlType::Q5_1 => dot_q5_1,
+        GgmlType::Q8_0 => dot_q8_0,
+        GgmlType::Q2_K => dot_q2_k,
+        GgmlType::Q3_K => dot_q3_k,
+        GgmlType::Q4_K => dot_q4_k,
+        GgmlType::Q5_K => dot_q5_k,
+        GgmlType::Q6_K => dot_q6_k,
+        _ => return None,
+    })
+}
