@@ -30,9 +30,6 @@ use std::ops::RangeInclusive;
 /// Highest difficulty level.
 pub const MAX_DIFFICULTY: u8 = 5;
 
-/// Counts never grow past this, so numbers stay readable.
-const MAX_COUNT: i64 = 1_000_000;
-
 /// What to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyntheticSpec {
@@ -75,6 +72,8 @@ struct Level {
     start: RangeInclusive<i64>,
     max_operand: i64,
     distractors: RangeInclusive<usize>,
+    /// Running counts stay at or below this, so numbers stay readable.
+    max_count: i64,
     ops: &'static [Op],
     endings: &'static [Ending],
 }
@@ -88,6 +87,7 @@ fn level(difficulty: u8) -> Level {
             start: 2..=20,
             max_operand: 10,
             distractors: 0..=0,
+            max_count: 100,
             ops: &[Add, Subtract],
             endings: &[Count],
         },
@@ -96,6 +96,7 @@ fn level(difficulty: u8) -> Level {
             start: 5..=60,
             max_operand: 20,
             distractors: 0..=1,
+            max_count: 1_000,
             ops: &[Add, Subtract, Multiply, Divide],
             endings: &[Count, Count, Money],
         },
@@ -104,6 +105,7 @@ fn level(difficulty: u8) -> Level {
             start: 10..=200,
             max_operand: 50,
             distractors: 1..=1,
+            max_count: 5_000,
             ops: &[Add, Subtract, Multiply, Divide, Percent, Fraction],
             endings: &[Count, Money, Weight],
         },
@@ -112,6 +114,7 @@ fn level(difficulty: u8) -> Level {
             start: 20..=1000,
             max_operand: 200,
             distractors: 1..=2,
+            max_count: 20_000,
             ops: &[Add, Subtract, Multiply, Divide, Percent, Fraction],
             endings: &[Count, Money, Rate, Weight],
         },
@@ -120,6 +123,7 @@ fn level(difficulty: u8) -> Level {
             start: 50..=5000,
             max_operand: 1000,
             distractors: 2..=3,
+            max_count: 100_000,
             ops: &[Add, Subtract, Multiply, Divide, Percent, Fraction],
             endings: &[Count, Money, Rate, Weight],
         },
@@ -279,8 +283,10 @@ pub fn generate_one(difficulty: u8, seed: u64, index: usize) -> Problem {
     }
 
     let distractors = rng.gen_range(level.distractors.clone());
-    for k in 0..distractors {
-        let sentence = distractor(&mut rng, person, friend(1 + k % 2), plural, &level);
+    let mut kinds = [0usize, 1, 2, 3];
+    kinds.shuffle(&mut rng);
+    for (k, &kind) in kinds.iter().take(distractors).enumerate() {
+        let sentence = distractor(&mut rng, kind, person, friend(1 + k % 2), plural, &level);
         // Never before the opening sentence, which introduces the quantity.
         let at = rng.gen_range(1..=sentences.len());
         sentences.insert(at, sentence);
@@ -354,13 +360,14 @@ fn apply_step(
         match op {
             Op::Add => {
                 let b = rng.gen_range(1..=level.max_operand);
-                if count + b > MAX_COUNT {
+                if count + b > level.max_count {
                     continue;
                 }
+                let things = if b == 1 { single } else { plural };
                 let sentence = match rng.gen_range(0..3) {
-                    0 => format!("{he} buys {b} more {plural}."),
-                    1 => format!("{friend} gives {} {b} {plural}.", person.object),
-                    _ => format!("Later, {} finds another {b} {plural}.", person.subject),
+                    0 => format!("{he} buys {b} more {things}."),
+                    1 => format!("{friend} gives {} {b} {things}.", person.object),
+                    _ => format!("Later, {} finds {b} more {things}.", person.subject),
                 };
                 return (
                     sentence,
@@ -373,9 +380,10 @@ fn apply_step(
                     continue;
                 }
                 let b = rng.gen_range(1..=level.max_operand.min(count - 1));
+                let things = if b == 1 { single } else { plural };
                 let sentence = match rng.gen_range(0..3) {
-                    0 => format!("{he} gives {b} {plural} to {friend}."),
-                    1 => format!("{he} loses {b} of them on the way home."),
+                    0 => format!("{he} gives {b} {things} to {friend}."),
+                    1 => format!("{he} loses {b} {things} on the way home."),
                     _ => format!("{he} sells {b} {plural} at the school fair."),
                 };
                 return (
@@ -386,7 +394,7 @@ fn apply_step(
             }
             Op::Multiply => {
                 let k = rng.gen_range(2..=4i64);
-                if count * k > MAX_COUNT {
+                if count * k > level.max_count {
                     continue;
                 }
                 let times = match k {
@@ -394,13 +402,22 @@ fn apply_step(
                     3 => "three times".to_string(),
                     _ => format!("{k} times"),
                 };
+                let when = pick(
+                    rng,
+                    &[
+                        "By the end of the month",
+                        "A week later",
+                        "After a busy weekend",
+                        "Soon after",
+                    ],
+                );
                 let sentence = match rng.gen_range(0..2) {
                     0 => format!(
-                        "By the end of the month, {} has {times} as many {plural} as before.",
+                        "{when}, {} has {times} as many {plural} as before.",
                         person.subject
                     ),
                     _ => format!(
-                        "{he} trades all of them with {friend}, getting {k} {plural} for each one."
+                        "{he} trades all of {his} {plural} with {friend}, getting {k} {plural} for each one."
                     ),
                 };
                 return (
@@ -421,7 +438,7 @@ fn apply_step(
                         "{he} splits {his} {plural} equally into {k} boxes and keeps only one box."
                     ),
                     _ => format!(
-                        "{he} shares them equally among {k} people, {}self included, and keeps {his} share.",
+                        "{he} shares {his} {plural} equally among {k} people, {}self included, and keeps {his} share.",
                         person.object
                     ),
                 };
@@ -441,7 +458,7 @@ fn apply_step(
                     continue;
                 };
                 let part = count * p / 100;
-                if rng.gen_bool(0.5) && count + part <= MAX_COUNT {
+                if rng.gen_bool(0.5) && count + part <= level.max_count {
                     let sentence = format!("{he} then increases {his} collection by {p}%.");
                     return (
                         sentence,
@@ -470,7 +487,7 @@ fn apply_step(
                 }
                 let sentence = match rng.gen_range(0..2) {
                     0 => format!("{he} uses {words} of {his} {plural} for a school project."),
-                    _ => format!("{he} gives {words} of them to {friend}."),
+                    _ => format!("{he} gives {words} of {his} {plural} to {friend}."),
                 };
                 return (
                     sentence,
@@ -485,23 +502,24 @@ fn apply_step(
     (sentence, count + 1, format!("{count} + 1 = {}", count + 1))
 }
 
+/// A sentence with an irrelevant number; `kind` picks the template so that one
+/// problem never repeats a distractor.
 fn distractor(
     rng: &mut StdRng,
+    kind: usize,
     person: &Person,
     friend: &str,
     plural: &str,
     level: &Level,
 ) -> String {
     let x = rng.gen_range(2..=level.max_operand.max(12));
-    match rng.gen_range(0..4) {
-        0 => format!(
-            "{friend} has {x} {plural} of {} own.",
-            pick(rng, &["her", "his"])
-        ),
+    match kind {
+        0 => format!("{friend} owns {x} {plural} as well."),
         1 => format!("{} is {} years old.", person.name, rng.gen_range(8..=60)),
         2 => format!(
-            "The shop {} likes is {x} minutes away by bus.",
-            person.subject
+            "The shop {} likes is {} minutes away by bus.",
+            person.subject,
+            rng.gen_range(5..=45)
         ),
         _ => format!("Last year, {friend} collected {x} {plural}, but that does not matter today."),
     }
@@ -556,8 +574,8 @@ fn ending_question(
             let rate = *rates.choose(rng).unwrap_or(&1);
             let hours = exact(count, rate);
             let sentence = format!(
-                "If {name} can {rate_verb} {rate} {plural} per hour, how many hours does it take {} to {rate_verb} all of them?",
-                person.object
+                "If {name} can {rate_verb} {rate} {plural} per hour, how many hours does it take {} to {rate_verb} all of {} {plural}?",
+                person.object, person.possessive
             );
             let equation = format!("{count} ÷ {rate} = {}", format_rational(&hours));
             (sentence, hours, Some(equation))
