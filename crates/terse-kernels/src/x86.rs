@@ -28,11 +28,46 @@ pub(crate) fn available() -> bool {
 
 // ------------------------------------------------------------------ helpers
 
+/// The f16 values at `a` and `b` as f32 in lanes 0 and 1.
+///
+/// Both halves go through one `vcvtph2ps` from a register filled by `vmovd`
+/// (which zeroes the rest): converting a lone value lets LLVM merge it into
+/// an arbitrary vector register, often the loop accumulator, and the false
+/// dependency serialises the block loop.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fp16x2(a: *const u8, b: *const u8) -> __m128 {
+    let lo = (a as *const u16).read_unaligned() as u32;
+    let hi = (b as *const u16).read_unaligned() as u32;
+    _mm_cvtph_ps(_mm_cvtsi32_si128((lo | (hi << 16)) as i32))
+}
+
+/// Lane 0 times lane 1 of `v`, in lane 0.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mul_lanes01(v: __m128) -> __m128 {
+    _mm_mul_ss(v, _mm_movehdup_ps(v))
+}
+
+/// f16(a) · f16(b) broadcast to 8 lanes: the combined scale of a block pair.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scale_product(a: *const u8, b: *const u8) -> __m256 {
+    _mm256_broadcastss_ps(mul_lanes01(fp16x2(a, b)))
+}
+
+/// f16(a) · f16(b) as a scalar.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fp16_product(a: *const u8, b: *const u8) -> f32 {
+    _mm_cvtss_f32(mul_lanes01(fp16x2(a, b)))
+}
+
+/// The f16 at `p` as f32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn fp16(p: *const u8) -> f32 {
-    let bits = (p as *const u16).read_unaligned();
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    _mm_cvtss_f32(fp16x2(p, p))
 }
 
 #[inline]
@@ -144,7 +179,7 @@ unsafe fn q4_0_q8_0(nb: usize, x: *const u8, y: *const u8) -> f32 {
     for ib in 0..nb {
         let xb = x.add(ib * Q4_0_BYTES);
         let yb = y.add(ib * Q8_0_BYTES);
-        let d = _mm256_set1_ps(fp16(xb) * fp16(yb));
+        let d = scale_product(xb, yb);
         let qx = _mm256_sub_epi8(bytes_from_nibbles_32(xb.add(2)), off);
         let qy = load256(yb.add(2));
         acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
@@ -159,8 +194,8 @@ unsafe fn q4_1_q8_1(nb: usize, x: *const u8, y: *const u8) -> f32 {
     for ib in 0..nb {
         let xb = x.add(ib * Q4_1_BYTES);
         let yb = y.add(ib * Q8_1_BYTES);
-        summs += fp16(xb.add(2)) * fp16(yb.add(2));
-        let d0d1 = _mm256_mul_ps(_mm256_set1_ps(fp16(xb)), _mm256_set1_ps(fp16(yb)));
+        summs += fp16_product(xb.add(2), yb.add(2));
+        let d0d1 = scale_product(xb, yb);
         let qx = bytes_from_nibbles_32(xb.add(4));
         let qy = load256(yb.add(4));
         acc = _mm256_fmadd_ps(d0d1, mul_sum_us8_pairs_float(qx, qy), acc);
@@ -175,7 +210,7 @@ unsafe fn q5_0_q8_0(nb: usize, x: *const u8, y: *const u8) -> f32 {
     for ib in 0..nb {
         let xb = x.add(ib * Q5_0_BYTES);
         let yb = y.add(ib * Q8_0_BYTES);
-        let d = _mm256_set1_ps(fp16(xb) * fp16(yb));
+        let d = scale_product(xb, yb);
         // A clear fifth bit means value - 16 < 0: fill the high nibble with ones.
         let bxhi = _mm256_andnot_si256(bytes_from_bits_32(xb.add(2)), high);
         let qx = _mm256_or_si256(bytes_from_nibbles_32(xb.add(6)), bxhi);
@@ -193,14 +228,12 @@ unsafe fn q5_1_q8_1(nb: usize, x: *const u8, y: *const u8) -> f32 {
     for ib in 0..nb {
         let xb = x.add(ib * Q5_1_BYTES);
         let yb = y.add(ib * Q8_1_BYTES);
-        let dx = _mm256_set1_ps(fp16(xb));
-        summs += fp16(xb.add(2)) * fp16(yb.add(2));
+        summs += fp16_product(xb.add(2), yb.add(2));
+        let dxdy = scale_product(xb, yb);
         let bxhi = _mm256_and_si256(bytes_from_bits_32(xb.add(4)), bit5);
         let qx = _mm256_or_si256(bytes_from_nibbles_32(xb.add(8)), bxhi);
-        let dy = _mm256_set1_ps(fp16(yb));
         let qy = load256(yb.add(4));
-        let q = mul_sum_us8_pairs_float(qx, qy);
-        acc = _mm256_fmadd_ps(q, _mm256_mul_ps(dx, dy), acc);
+        acc = _mm256_fmadd_ps(mul_sum_us8_pairs_float(qx, qy), dxdy, acc);
     }
     hsum_float_8(acc) + summs
 }
@@ -211,7 +244,7 @@ unsafe fn q8_0_q8_0(nb: usize, x: *const u8, y: *const u8) -> f32 {
     for ib in 0..nb {
         let xb = x.add(ib * Q8_0_BYTES);
         let yb = y.add(ib * Q8_0_BYTES);
-        let d = _mm256_set1_ps(fp16(xb) * fp16(yb));
+        let d = scale_product(xb, yb);
         let q = mul_sum_i8_pairs_float(load256(xb.add(2)), load256(yb.add(2)));
         acc = _mm256_fmadd_ps(d, q, acc);
     }
@@ -230,8 +263,9 @@ unsafe fn q2_k_q8_k(nb: usize, x: *const u8, y: *const u8) -> f32 {
         let xb = x.add(i * Q2_K_BYTES);
         let yb = y.add(i * Q8_K_BYTES);
         let yd = (yb as *const f32).read_unaligned();
-        let dall = yd * fp16(xb.add(80));
-        let dmin = yd * fp16(xb.add(82));
+        let d_dmin = fp16x2(xb.add(80), xb.add(82));
+        let dall = yd * _mm_cvtss_f32(d_dmin);
+        let dmin = yd * _mm_cvtss_f32(_mm_movehdup_ps(d_dmin));
 
         let sc128 = _mm_loadu_si128(xb as *const __m128i);
         let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc128, 4), m4));
@@ -320,8 +354,9 @@ unsafe fn q4_k_q8_k(nb: usize, x: *const u8, y: *const u8) -> f32 {
         let xb = x.add(i * Q4_K_BYTES);
         let yb = y.add(i * Q8_K_BYTES);
         let yd = (yb as *const f32).read_unaligned();
-        let d = yd * fp16(xb);
-        let dmin = -yd * fp16(xb.add(2));
+        let d_dmin = fp16x2(xb, xb.add(2));
+        let d = yd * _mm_cvtss_f32(d_dmin);
+        let dmin = -yd * _mm_cvtss_f32(_mm_movehdup_ps(d_dmin));
         let sm = k4_scales_mins(std::slice::from_raw_parts(xb.add(4), 12));
 
         let mins_and_scales = _mm256_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr() as *const __m128i));
@@ -365,8 +400,9 @@ unsafe fn q5_k_q8_k(nb: usize, x: *const u8, y: *const u8) -> f32 {
         let xb = x.add(i * Q5_K_BYTES);
         let yb = y.add(i * Q8_K_BYTES);
         let yd = (yb as *const f32).read_unaligned();
-        let d = yd * fp16(xb);
-        let dmin = -yd * fp16(xb.add(2));
+        let d_dmin = fp16x2(xb, xb.add(2));
+        let d = yd * _mm_cvtss_f32(d_dmin);
+        let dmin = -yd * _mm_cvtss_f32(_mm_movehdup_ps(d_dmin));
         let sm = k4_scales_mins(std::slice::from_raw_parts(xb.add(4), 12));
 
         let mins_and_scales = _mm256_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr() as *const __m128i));
@@ -704,4 +740,27 @@ pub(crate) fn vec_dot_fn(weight: GgmlType) -> Option<VecDotFn> {
         GgmlType::Q6_K => dot_q6_k,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::f16;
+
+    #[test]
+    fn scalar_f16_conversion_is_exact_for_every_bit_pattern() {
+        if !available() {
+            return;
+        }
+        for bits in 0..=u16::MAX {
+            let want = f16::from_bits(bits).to_f32();
+            // SAFETY: features checked above; reads two bytes from a local.
+            let got = unsafe { fp16(bits.to_le_bytes().as_ptr()) };
+            if want.is_nan() {
+                assert!(got.is_nan(), "{bits:#06x}");
+            } else {
+                assert_eq!(got.to_bits(), want.to_bits(), "{bits:#06x}");
+            }
+        }
+    }
 }
