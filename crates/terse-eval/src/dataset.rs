@@ -504,7 +504,15 @@ fn download_rows(dataset: &str, config: &str, split: &str) -> Result<Vec<String>
             .query("offset", &offset.to_string())
             .query("length", &PAGE.to_string())
             .call()
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| {
+                fail(match e {
+                    ureq::Error::Status(code, _) => format!("HTTP status {code}"),
+                    ureq::Error::Transport(transport) => match transport.message() {
+                        Some(message) => format!("{}: {message}", transport.kind()),
+                        None => transport.kind().to_string(),
+                    },
+                })
+            })?;
         let body: Value = serde_json::from_reader(response.into_reader())
             .map_err(|e| fail(format!("response is not JSON: {e}")))?;
         let rows = body

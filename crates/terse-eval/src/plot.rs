@@ -59,6 +59,18 @@ fn ensure_fonts() {
 /// Writes `<stem>.png` and `<stem>.svg` of the accuracy-versus-tokens plane, marking
 /// the Pareto front (accuracy up, tokens down). Returns the written paths.
 pub fn accuracy_vs_tokens(points: &[RunPoint], stem: &Path) -> Result<Vec<PathBuf>, PlotError> {
+    // A point that is not finite cannot be placed; it is left out rather than
+    // breaking the axes.
+    let points: Vec<RunPoint> = points
+        .iter()
+        .filter(|p| {
+            p.accuracy.is_finite()
+                && p.tokens_mean.is_finite()
+                && p.ci95.iter().all(|v| v.is_finite())
+        })
+        .cloned()
+        .collect();
+    let points = points.as_slice();
     let front = stats::pareto_front(
         &points
             .iter()
@@ -268,13 +280,13 @@ fn draw_scatter<DB: DrawingBackend>(
         .map(|p| p.ci95[0])
         .fold(1.0, f64::min)
         .mul_add(100.0, -5.0)
-        .clamp(0.0, 100.0);
+        .clamp(0.0, 95.0);
     let y_hi = points
         .iter()
         .map(|p| p.ci95[1])
         .fold(0.0, f64::max)
         .mul_add(100.0, 5.0)
-        .clamp(y_lo + 1.0, 100.0);
+        .clamp(y_lo + 5.0, 100.0);
     let mut chart = ChartBuilder::on(root)
         .caption("Accuracy vs output tokens", ("sans-serif", 26).into_font())
         .margin(20)
@@ -350,6 +362,47 @@ mod tests {
         let reader = decoder.read_info().unwrap();
         let info = reader.info();
         (info.width, info.height)
+    }
+
+    #[test]
+    fn degenerate_points_do_not_break_the_scatter() {
+        let dir = tempfile::tempdir().unwrap();
+        let points = vec![
+            RunPoint {
+                label: "nan".into(),
+                accuracy: f64::NAN,
+                ci95: [0.0, 1.0],
+                tokens_mean: 5.0,
+            },
+            RunPoint {
+                label: "odd".into(),
+                accuracy: 1.0,
+                ci95: [2.0, 3.0],
+                tokens_mean: 0.0,
+            },
+        ];
+        assert_eq!(
+            accuracy_vs_tokens(&points, &dir.path().join("odd"))
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            accuracy_vs_tokens(&[], &dir.path().join("none"))
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            token_histogram(
+                &[(f64::NAN, true), (-1.0, false)],
+                "x",
+                &dir.path().join("h")
+            )
+            .unwrap()
+            .len(),
+            2
+        );
     }
 
     #[test]
