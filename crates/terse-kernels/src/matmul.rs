@@ -141,7 +141,13 @@ pub fn matmul(
         "matmul: out_stride {out_stride} < rows {}",
         w.rows
     );
-    let out_needed = (n_tokens - 1) * out_stride + w.rows;
+    // Checked: the unsafe writes below rely on this bound being exact.
+    let out_needed = (n_tokens - 1)
+        .checked_mul(out_stride)
+        .and_then(|v| v.checked_add(w.rows))
+        .unwrap_or_else(|| {
+            panic!("matmul: {n_tokens} tokens × stride {out_stride} overflows usize")
+        });
     assert!(
         out.len() >= out_needed,
         "matmul: output has {} floats, needs {out_needed}",
