@@ -1,14 +1,16 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! terse's inference engine: GGUF models on quantized CPU kernels, a paged KV cache with
+//! copy-on-write forks, packed-batch forward passes, and a sampler chain.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod engine;
+pub mod kv_cache;
+pub mod model;
+pub mod sampler;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use engine::{
+    Engine, EngineError, EngineOptions, GenerationStats, Outputs, Span, StepOutput, StopReason,
+};
+pub use kv_cache::SeqId;
+pub use sampler::{SampledToken, Sampler, SamplerConfig};
+pub use terse_gguf::GgufFile;
+pub use terse_tokenizer::chat_template::{ChatMessage, ChatTemplate};
+pub use terse_tokenizer::{StreamDecoder, Tokenizer};

@@ -1,3 +1,47 @@
-fn main() {
-    println!("Hello, world!");
+//! The `terse` command line: generate, chat, inspect models and manage the model cache.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "terse",
+    version,
+    about = "Cheap LLM reasoning: the same answers with fewer tokens"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a raw prompt (--prompt) or one chat message (--chat).
+    Generate(commands::generate::GenerateArgs),
+    /// Interactive chat with history.
+    Chat(commands::chat::ChatArgs),
+    /// Show a model's metadata, tensors by type and size, and bytes read per token.
+    Info(commands::info::InfoArgs),
+    /// Install and list models in the local cache ($TERSE_HOME, default ~/.cache/terse).
+    Models(commands::models::ModelsArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => commands::generate::run(args),
+        Command::Chat(args) => commands::chat::run(args),
+        Command::Info(args) => commands::info::run(args),
+        Command::Models(args) => commands::models::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the error and its causes.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

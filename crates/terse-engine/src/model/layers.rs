@@ -1,0 +1,441 @@
+//! Building blocks shared by the architectures: quantized linear layers, RMS norm, RoPE,
+//! activations, and causal attention over the paged KV cache.
+//!
+//! Each architecture file strings these together in its own forward pass; nothing here
+//! knows which model it serves.
+
+use super::{BatchLayout, ModelError};
+use crate::kv_cache::{KvCache, BLOCK_TOKENS};
+use half::f16;
+use terse_gguf::{GgmlType, GgufFile};
+use terse_kernels::{ThreadPool, WeightMatrix};
+
+/// A weight matrix that stays quantized in the memory map, with an optional f32 bias.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub name: String,
+    /// Byte range of the weights in the GGUF file.
+    start: usize,
+    end: usize,
+    pub ty: GgmlType,
+    /// Output features.
+    pub rows: usize,
+    /// Input features.
+    pub cols: usize,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    /// Loads `name` as a [rows, cols] matrix (GGUF dims [cols, rows]); checks shape and type.
+    pub fn load(gguf: &GgufFile, name: &str, cols: usize, rows: usize) -> Result<Self, ModelError> {
+        let t = gguf
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+        let expected = [cols, rows];
+        if dims.as_slice() != expected {
+            return Err(ModelError::BadTensorShape {
+                tensor: name.to_string(),
+                expected: expected.to_vec(),
+                found: dims,
+            });
+        }
+        if !terse_kernels::is_supported(t.ggml_type) {
+            return Err(ModelError::UnsupportedTensorType {
+                tensor: name.to_string(),
+                ty: t.ggml_type,
+            });
+        }
+        let start = t.offset as usize;
+        Ok(Linear {
+            name: name.to_string(),
+            start,
+            end: start + t.size_bytes as usize,
+            ty: t.ggml_type,
+            rows,
+            cols,
+            bias: None,
+        })
+    }
+
+    /// Like [`Linear::load`], with the bias `bias_name` if the file has it.
+    pub fn load_with_bias(
+        gguf: &GgufFile,
+        name: &str,
+        bias_name: &str,
+        cols: usize,
+        rows: usize,
+    ) -> Result<Self, ModelError> {
+        let mut lin = Linear::load(gguf, name, cols, rows)?;
+        if gguf.tensor(bias_name).is_some() {
+            lin.bias = Some(load_f32_vector(gguf, bias_name, rows)?);
+        }
+        Ok(lin)
+    }
+
+    pub fn matrix<'a>(&self, weights: &'a [u8]) -> WeightMatrix<'a> {
+        WeightMatrix {
+            data: &weights[self.start..self.end],
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+        }
+    }
+
+    /// Bytes read from the weights per forward pass.
+    pub fn bytes(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// out[t] = W · x[t] (+ bias) for each of the n_tokens rows of x.
+    /// x: [n_tokens, cols] → out: [n_tokens, rows]. `act` is scratch for the quantized x.
+    pub fn forward(
+        &self,
+        pool: &ThreadPool,
+        weights: &[u8],
+        x: &[f32],
+        n_tokens: usize,
+        act: &mut Vec<u8>,
+        out: &mut [f32],
+    ) {
+        let row_bytes = terse_kernels::activation_row_bytes(self.ty, self.cols).unwrap_or(0);
+        act.resize(row_bytes * n_tokens, 0);
+        for (src, dst) in x
+            .chunks_exact(self.cols)
+            .zip(act.chunks_exact_mut(row_bytes))
+        {
+            // Lengths were checked at load: cols is a whole number of blocks.
+            let _ = terse_kernels::quantize_activation_row(self.ty, src, dst);
+        }
+        terse_kernels::matmul(pool, &self.matrix(weights), act, n_tokens, out, self.rows);
+        if let Some(bias) = &self.bias {
+            for row in out.chunks_exact_mut(self.rows).take(n_tokens) {
+                for (o, b) in row.iter_mut().zip(bias) {
+                    *o += b;
+                }
+            }
+        }
+    }
+}
+
+/// Reads a 1-D F32 tensor of `len` values.
+pub fn load_f32_vector(gguf: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+    let t = gguf
+        .tensor(name)
+        .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+    if t.n_elements() != len as u64 || t.dims.len() != 1 {
+        return Err(ModelError::BadTensorShape {
+            tensor: name.to_string(),
+            expected: vec![len],
+            found: t.dims.iter().map(|&d| d as usize).collect(),
+        });
+    }
+    let mut out = vec![0.0; len];
+    terse_kernels::dequantize_row(t.ggml_type, gguf.tensor_data(t), &mut out).map_err(|_| {
+        ModelError::UnsupportedTensorType {
+            tensor: name.to_string(),
+            ty: t.ggml_type,
+        }
+    })?;
+    Ok(out)
+}
+
+/// Token embedding table, kept quantized; rows are dequantized on lookup.
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    pub table: Linear,
+}
+
+impl Embedding {
+    pub fn load(
+        gguf: &GgufFile,
+        name: &str,
+        n_embd: usize,
+        n_vocab: usize,
+    ) -> Result<Self, ModelError> {
+        Ok(Embedding {
+            table: Linear::load(gguf, name, n_embd, n_vocab)?,
+        })
+    }
+
+    /// out: [tokens.len(), n_embd]
+    pub fn lookup(&self, weights: &[u8], tokens: &[u32], out: &mut [f32]) {
+        let m = self.table.matrix(weights);
+        let row_bytes = m.data.len() / m.rows;
+        for (&tok, dst) in tokens.iter().zip(out.chunks_exact_mut(m.cols)) {
+            let row = tok as usize * row_bytes;
+            let _ = terse_kernels::dequantize_row(m.ty, &m.data[row..row + row_bytes], dst);
+        }
+    }
+}
+
+/// RMS normalisation with a learned per-feature scale.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    pub weight: Vec<f32>,
+    pub eps: f32,
+}
+
+impl RmsNorm {
+    pub fn load(gguf: &GgufFile, name: &str, len: usize, eps: f32) -> Result<Self, ModelError> {
+        Ok(RmsNorm {
+            weight: load_f32_vector(gguf, name, len)?,
+            eps,
+        })
+    }
+
+    /// Normalises each row of `x` (rows of weight.len()) into `out`.
+    pub fn forward(&self, x: &[f32], out: &mut [f32]) {
+        let n = self.weight.len();
+        for (src, dst) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+            let scale = rms_scale(src, self.eps);
+            for ((d, &s), &w) in dst.iter_mut().zip(src).zip(&self.weight) {
+                *d = s * scale * w;
+            }
+        }
+    }
+
+    /// Normalises each row of `x` in place.
+    pub fn forward_in_place(&self, x: &mut [f32]) {
+        let n = self.weight.len();
+        for row in x.chunks_exact_mut(n) {
+            let scale = rms_scale(row, self.eps);
+            for (d, &w) in row.iter_mut().zip(&self.weight) {
+                *d *= scale * w;
+            }
+        }
+    }
+}
+
+/// 1 / sqrt(mean(x²) + eps), summed in f64 as ggml does.
+fn rms_scale(x: &[f32], eps: f32) -> f32 {
+    let sum: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    1.0 / (mean + eps).sqrt()
+}
+
+/// How RoPE pairs the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs (x[2i], x[2i+1]): Llama.
+    Interleaved,
+    /// Halves (x[i], x[i + d/2]): Qwen2, Gemma (GPT-NeoX layout).
+    Neox,
+}
+
+/// Rotary position embedding parameters of one attention layer.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    pub style: RopeStyle,
+    /// Rotated dimensions per head (≤ head_dim).
+    pub dims: usize,
+    pub freq_base: f32,
+    /// Per-pair divisors of the frequency (Llama 3 `rope_freqs.weight`), if any.
+    pub freq_factors: Option<Vec<f32>>,
+}
+
+impl Rope {
+    /// cos/sin of every rotated pair for each token position: [n_tokens, dims/2] each.
+    pub fn tables(&self, positions: &[usize], cos: &mut Vec<f32>, sin: &mut Vec<f32>) {
+        let half = self.dims / 2;
+        cos.resize(positions.len() * half, 0.0);
+        sin.resize(positions.len() * half, 0.0);
+        let theta_scale = self.freq_base.powf(-2.0 / self.dims as f32);
+        for (t, &pos) in positions.iter().enumerate() {
+            // Successive products, as ggml computes theta.
+            let mut theta = pos as f32;
+            for i in 0..half {
+                let factor = self.freq_factors.as_ref().map_or(1.0, |f| f[i]);
+                let angle = theta / factor;
+                cos[t * half + i] = angle.cos();
+                sin[t * half + i] = angle.sin();
+                theta *= theta_scale;
+            }
+        }
+    }
+
+    /// Rotates every head of every token in x: [n_tokens, n_heads * head_dim].
+    pub fn apply(&self, x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32]) {
+        let half = self.dims / 2;
+        let n_tokens = cos.len() / half.max(1);
+        let per_token = x.len() / n_tokens.max(1);
+        for (t, row) in x.chunks_exact_mut(per_token).enumerate() {
+            let (c, s) = (
+                &cos[t * half..(t + 1) * half],
+                &sin[t * half..(t + 1) * half],
+            );
+            for head in row.chunks_exact_mut(head_dim) {
+                for i in 0..half {
+                    let (a, b) = match self.style {
+                        RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                        RopeStyle::Neox => (i, i + half),
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * c[i] - x1 * s[i];
+                    head[b] = x0 * s[i] + x1 * c[i];
+                }
+            }
+        }
+    }
+}
+
+/// x += y, element-wise (residual connections).
+pub fn add_in_place(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// SiLU(gate) * up, in place in `gate`.
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// GELU(gate) * up (tanh approximation), in place in `gate`.
+///
+/// ggml evaluates GELU through an f16 lookup table: the input is rounded to f16 and the
+/// result is an f16 value. We round the same way so Gemma matches llama.cpp closely.
+pub fn geglu(gate: &mut [f32], up: &[f32]) {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const COEF_A: f32 = 0.044_715;
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        let y = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x
+        } else {
+            let x = f16::from_f32(x).to_f32();
+            let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh());
+            f16::from_f32(y).to_f32()
+        };
+        *g = y * u;
+    }
+}
+
+/// Shape of one attention layer.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionShape {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim_k: usize,
+    pub head_dim_v: usize,
+    /// Multiplies q·k before the softmax.
+    pub scale: f32,
+    /// Sliding window: a query at position p sees keys at positions > p - window.
+    pub window: Option<usize>,
+}
+
+/// Writes this batch's keys and values ([n_tokens, n_head_kv * head_dim]) into the cache
+/// at each token's sequence slot, as f16.
+pub fn store_kv(kv: &mut KvCache, layer: usize, batch: &BatchLayout, k: &[f32], v: &[f32]) {
+    let shape = kv.shape();
+    for t in 0..batch.n_tokens() {
+        let (block, slot) = batch.slot(t);
+        let (ko, vo) = (kv.k_offset(block, slot), kv.v_offset(block, slot));
+        let (keys, values) = kv.layer_mut(layer);
+        terse_kernels::f32_to_f16_row(
+            &k[t * shape.k_dim..(t + 1) * shape.k_dim],
+            &mut keys[ko..ko + shape.k_dim],
+        );
+        terse_kernels::f32_to_f16_row(
+            &v[t * shape.v_dim..(t + 1) * shape.v_dim],
+            &mut values[vo..vo + shape.v_dim],
+        );
+    }
+}
+
+/// A raw pointer that may be shared across the pool's threads; each task writes a
+/// disjoint part of the buffer behind it.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: every task writes only its own disjoint range (see `attention`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// Through a method, so closures capture the whole (Sync) wrapper, not the raw field.
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Scores processed per chunk of the online softmax.
+const SCORE_CHUNK: usize = 64;
+
+/// Causal attention of every query in q: [n_tokens, n_head * head_dim_k] over the cache
+/// positions of its own sequence, into out: [n_tokens, n_head * head_dim_v].
+///
+/// Positions are processed in chunks with an online (running-max) softmax, so memory
+/// stays constant whatever the context length. One task per (token, head).
+pub fn attention(
+    pool: &ThreadPool,
+    kv: &KvCache,
+    layer: usize,
+    batch: &BatchLayout,
+    shape: &AttentionShape,
+    q: &[f32],
+    out: &mut [f32],
+) {
+    let n_tokens = batch.n_tokens();
+    let group = shape.n_head / shape.n_head_kv;
+    let (keys, values) = kv.layer(layer);
+    let k_dim = kv.shape().k_dim;
+    let v_dim = kv.shape().v_dim;
+    let (hk, hv) = (shape.head_dim_k, shape.head_dim_v);
+    let out_ptr = SharedOut(out.as_mut_ptr());
+    let out_len = out.len();
+    let task = |i: usize| {
+        let (t, h) = (i / shape.n_head, i % shape.n_head);
+        let kv_head = h / group;
+        let pos = batch.pos(t);
+        let first = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let blocks = batch.blocks(t);
+        let query = &q[(t * shape.n_head + h) * hk..(t * shape.n_head + h + 1) * hk];
+        let o_start = (t * shape.n_head + h) * hv;
+        debug_assert!(o_start + hv <= out_len);
+        // SAFETY: task i owns out[o_start..o_start + hv]; tasks do not overlap.
+        let acc = unsafe { std::slice::from_raw_parts_mut(out_ptr.ptr().add(o_start), hv) };
+        acc.fill(0.0);
+        let mut max = f32::NEG_INFINITY;
+        let mut sum = 0.0f32;
+        let mut scores = [0.0f32; SCORE_CHUNK];
+        let mut p0 = first;
+        while p0 <= pos {
+            let p1 = (p0 + SCORE_CHUNK).min(pos + 1);
+            let mut chunk_max = f32::NEG_INFINITY;
+            for (j, p) in (p0..p1).enumerate() {
+                let ko = (blocks[p / BLOCK_TOKENS] as usize * BLOCK_TOKENS + p % BLOCK_TOKENS)
+                    * k_dim
+                    + kv_head * hk;
+                let s = terse_kernels::dot_f16_f32(&keys[ko..ko + hk], query) * shape.scale;
+                scores[j] = s;
+                chunk_max = chunk_max.max(s);
+            }
+            if chunk_max > max {
+                let rescale = (max - chunk_max).exp();
+                sum *= rescale;
+                for a in acc.iter_mut() {
+                    *a *= rescale;
+                }
+                max = chunk_max;
+            }
+            for (j, p) in (p0..p1).enumerate() {
+                let w = (scores[j] - max).exp();
+                sum += w;
+                let vo = (blocks[p / BLOCK_TOKENS] as usize * BLOCK_TOKENS + p % BLOCK_TOKENS)
+                    * v_dim
+                    + kv_head * hv;
+                terse_kernels::axpy_f16(acc, w, &values[vo..vo + hv]);
+            }
+            p0 = p1;
+        }
+        let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+        for a in acc.iter_mut() {
+            *a *= inv;
+        }
+    };
+    pool.run(n_tokens * shape.n_head, &task);
+}

@@ -1,0 +1,178 @@
+//! Llama family (Llama 2/3, Mistral; Qwen2 loads through here too, see `qwen2.rs`).
+//!
+//! What is special: pre-norm decoder blocks with RMS norm, grouped-query attention,
+//! SwiGLU feed-forward, no biases by default (optional q/k/v biases are read when
+//! present), RoPE on adjacent dimension pairs, and Llama 3's optional per-frequency
+//! divisors (`rope_freqs.weight`).
+
+use super::layers::{
+    add_in_place, attention, store_kv, swiglu, AttentionShape, Embedding, Linear, RmsNorm, Rope,
+    RopeStyle,
+};
+use super::{ForwardCtx, HyperParams, ModelError, OutputHead, OutputRequest};
+use terse_gguf::GgufFile;
+
+pub struct LlamaLayer {
+    attn_norm: RmsNorm,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
+    ffn_norm: RmsNorm,
+    ffn_gate: Linear,
+    ffn_up: Linear,
+    ffn_down: Linear,
+}
+
+pub struct Llama {
+    pub hp: HyperParams,
+    embedding: Embedding,
+    layers: Vec<LlamaLayer>,
+    head: OutputHead,
+    rope: Rope,
+    attn: AttentionShape,
+}
+
+impl Llama {
+    pub fn load(gguf: &GgufFile) -> Result<Self, ModelError> {
+        Self::load_with_rope(gguf, RopeStyle::Interleaved)
+    }
+
+    /// Loads a Llama-shaped model whose RoPE pairs dimensions in `style`.
+    pub(crate) fn load_with_rope(gguf: &GgufFile, style: RopeStyle) -> Result<Self, ModelError> {
+        let hp = HyperParams::from_gguf(gguf)?;
+        let (e, hk, hv) = (hp.n_embd, hp.head_dim_k, hp.head_dim_v);
+        let q_dim = hp.n_head * hk;
+        let k_dim = hp.n_head_kv * hk;
+        let v_dim = hp.n_head_kv * hv;
+        let embedding = Embedding::load(gguf, "token_embd.weight", e, hp.n_vocab)?;
+        let layers = (0..hp.n_layers)
+            .map(|i| {
+                let name = |t: &str| format!("blk.{i}.{t}");
+                Ok(LlamaLayer {
+                    attn_norm: RmsNorm::load(gguf, &name("attn_norm.weight"), e, hp.rms_eps)?,
+                    wq: Linear::load_with_bias(
+                        gguf,
+                        &name("attn_q.weight"),
+                        &name("attn_q.bias"),
+                        e,
+                        q_dim,
+                    )?,
+                    wk: Linear::load_with_bias(
+                        gguf,
+                        &name("attn_k.weight"),
+                        &name("attn_k.bias"),
+                        e,
+                        k_dim,
+                    )?,
+                    wv: Linear::load_with_bias(
+                        gguf,
+                        &name("attn_v.weight"),
+                        &name("attn_v.bias"),
+                        e,
+                        v_dim,
+                    )?,
+                    wo: Linear::load(gguf, &name("attn_output.weight"), hp.n_head * hv, e)?,
+                    ffn_norm: RmsNorm::load(gguf, &name("ffn_norm.weight"), e, hp.rms_eps)?,
+                    ffn_gate: Linear::load(gguf, &name("ffn_gate.weight"), e, hp.n_ff)?,
+                    ffn_up: Linear::load(gguf, &name("ffn_up.weight"), e, hp.n_ff)?,
+                    ffn_down: Linear::load(gguf, &name("ffn_down.weight"), hp.n_ff, e)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let head = OutputHead::load(gguf, &hp, &embedding)?;
+        let freq_factors = match gguf.tensor("rope_freqs.weight") {
+            Some(_) => Some(super::layers::load_f32_vector(
+                gguf,
+                "rope_freqs.weight",
+                hp.rope_dims / 2,
+            )?),
+            None => None,
+        };
+        let rope = Rope {
+            style,
+            dims: hp.rope_dims,
+            freq_base: hp.rope_freq_base,
+            freq_factors,
+        };
+        let attn = AttentionShape {
+            n_head: hp.n_head,
+            n_head_kv: hp.n_head_kv,
+            head_dim_k: hk,
+            head_dim_v: hv,
+            scale: 1.0 / (hk as f32).sqrt(),
+            window: None,
+        };
+        Ok(Llama {
+            hp,
+            embedding,
+            layers,
+            head,
+            rope,
+            attn,
+        })
+    }
+
+    pub fn weight_bytes_per_token(&self) -> usize {
+        let per_layer: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                [
+                    &l.wq,
+                    &l.wk,
+                    &l.wv,
+                    &l.wo,
+                    &l.ffn_gate,
+                    &l.ffn_up,
+                    &l.ffn_down,
+                ]
+                .iter()
+                .map(|w| w.bytes())
+                .sum::<usize>()
+            })
+            .sum();
+        per_layer + self.head.output.bytes()
+    }
+
+    pub fn forward(&self, ctx: &mut ForwardCtx, tokens: &[u32], req: OutputRequest) {
+        let hp = &self.hp;
+        let n = tokens.len();
+        let (pool, w, layout) = (ctx.pool, ctx.weights, ctx.layout);
+        {
+            let s = &mut *ctx.scratch;
+            let kv = &mut *ctx.kv;
+            s.prepare(hp, n);
+            self.embedding.lookup(w, tokens, &mut s.x); // [n, n_embd]
+            self.rope
+                .tables(layout.positions(), &mut s.rope_cos, &mut s.rope_sin);
+
+            for (il, l) in self.layers.iter().enumerate() {
+                // Attention block.
+                l.attn_norm.forward(&s.x, &mut s.xn); // [n, n_embd]
+                l.wq.forward(pool, w, &s.xn, n, &mut s.act, &mut s.q); // [n, n_head * head_dim]
+                l.wk.forward(pool, w, &s.xn, n, &mut s.act, &mut s.k); // [n, n_head_kv * head_dim]
+                l.wv.forward(pool, w, &s.xn, n, &mut s.act, &mut s.v); // [n, n_head_kv * head_dim]
+                self.rope
+                    .apply(&mut s.q, hp.head_dim_k, &s.rope_cos, &s.rope_sin);
+                self.rope
+                    .apply(&mut s.k, hp.head_dim_k, &s.rope_cos, &s.rope_sin);
+                store_kv(kv, il, layout, &s.k, &s.v);
+                attention(pool, kv, il, layout, &self.attn, &s.q, &mut s.attn); // [n, n_head * head_dim]
+                l.wo.forward(pool, w, &s.attn, n, &mut s.act, &mut s.proj); // [n, n_embd]
+                add_in_place(&mut s.x, &s.proj);
+
+                // Feed-forward block.
+                l.ffn_norm.forward(&s.x, &mut s.xn); // [n, n_embd]
+                l.ffn_gate
+                    .forward(pool, w, &s.xn, n, &mut s.act, &mut s.gate); // [n, n_ff]
+                l.ffn_up.forward(pool, w, &s.xn, n, &mut s.act, &mut s.up); // [n, n_ff]
+                swiglu(&mut s.gate, &s.up);
+                l.ffn_down
+                    .forward(pool, w, &s.gate, n, &mut s.act, &mut s.proj); // [n, n_embd]
+                add_in_place(&mut s.x, &s.proj);
+            }
+        }
+        self.head.forward(ctx, hp, req);
+    }
+}

@@ -1,0 +1,44 @@
+//! Shared by the engine's end-to-end tests: real model files from the local cache and
+//! the golden llama.cpp fixtures.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use terse_engine::{Engine, EngineOptions};
+
+/// Path of a pulled default model. Fails loudly when missing: CI pulls the models first
+/// (`terse models pull all`), and model tests must never be skipped silently.
+pub fn model_path(alias: &str) -> PathBuf {
+    let store = terse_store::ModelStore::from_env().expect("model cache location");
+    match store.resolve(alias) {
+        Ok(path) => path,
+        Err(e) => panic!("model {alias} is not available ({e}); run `cargo run --release -p terse -- models pull {alias}`"),
+    }
+}
+
+pub fn load(alias: &str) -> Engine {
+    Engine::load(
+        model_path(alias),
+        &EngineOptions {
+            threads: 2,
+            ctx_size: 2048,
+        },
+    )
+    .unwrap_or_else(|e| panic!("loading {alias}: {e}"))
+}
+
+pub fn golden(alias: &str) -> Value {
+    let path = format!(
+        "{}/../../tests/fixtures/golden/{alias}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+pub fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .expect("array of ids")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}

@@ -1,0 +1,146 @@
+//! `terse generate`: continue a raw prompt, or answer one chat message, streaming the
+//! text to stdout and statistics to stderr.
+
+use super::{ModelArgs, SamplingArgs};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+use terse_engine::{ChatMessage, Engine, Sampler, StopReason, StreamDecoder};
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Raw text to continue (BOS per the model's flags, no chat template).
+    #[arg(short, long, conflicts_with_all = ["chat", "prompt_file"])]
+    pub prompt: Option<String>,
+    /// Read the raw prompt from a file (must be UTF-8).
+    #[arg(short = 'f', long, conflicts_with = "chat")]
+    pub prompt_file: Option<PathBuf>,
+    /// One user message sent through the model's chat template.
+    #[arg(long)]
+    pub chat: Option<String>,
+    /// System message for --chat.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// With --chat on a model without a template: send the text as a plain prompt
+    /// instead of wrapping it in ChatML.
+    #[arg(long, requires = "chat")]
+    pub no_chat: bool,
+    /// Treat special-token text such as <|im_start|> in --prompt as plain text.
+    #[arg(long)]
+    pub no_special: bool,
+}
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let sampler_config = args.sampling.config()?;
+    let raw_prompt = match (&args.prompt, &args.prompt_file) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(path)) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let text = String::from_utf8(bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: invalid UTF-8 at byte {}",
+                    path.display(),
+                    e.utf8_error().valid_up_to()
+                )
+            })?;
+            Some(text)
+        }
+        (None, None) => None,
+    };
+    if raw_prompt.is_none() && args.chat.is_none() {
+        bail!("give --prompt TEXT, --prompt-file PATH or --chat TEXT");
+    }
+
+    let mut engine = args.model.load()?;
+    let prompt_tokens = match (&raw_prompt, &args.chat) {
+        (Some(text), _) => engine.tokenizer().encode(text, true, !args.no_special),
+        (None, Some(message)) => {
+            chat_prompt(&engine, args.system.as_deref(), message, args.no_chat)?
+        }
+        (None, None) => unreachable!("checked above"),
+    };
+
+    let mut sampler = Sampler::new(sampler_config);
+    let tokenizer = engine.tokenizer().clone();
+    let mut decoder = StreamDecoder::new();
+    let mut stdout = std::io::stdout().lock();
+    let mut write_error = None;
+    let (_, reason, stats) = engine.generate(
+        &prompt_tokens,
+        &mut sampler,
+        args.sampling.max_tokens,
+        |t| {
+            let text = decoder.push(&tokenizer, t.id);
+            match stdout
+                .write_all(text.as_bytes())
+                .and_then(|_| stdout.flush())
+            {
+                Ok(()) => true,
+                Err(e) => {
+                    write_error = Some(e);
+                    false
+                }
+            }
+        },
+    )?;
+    if let Some(e) = write_error {
+        // A closed pipe (e.g. `| head`) ends generation quietly.
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(e).context("writing to stdout");
+        }
+        return Ok(());
+    }
+    let rest = decoder.flush(&tokenizer);
+    let _ = stdout.write_all(rest.as_bytes());
+    let _ = writeln!(stdout);
+    let _ = stdout.flush();
+    eprintln!(
+        "[{} prompt tokens, {:.1} tok/s prefill | {} generated, {:.1} tok/s decode | stop: {} | {} threads]",
+        stats.prompt_tokens,
+        stats.prefill_tokens_per_s(),
+        stats.generated_tokens,
+        stats.decode_tokens_per_s(),
+        match reason {
+            StopReason::EndOfGeneration => "end of generation",
+            StopReason::MaxTokens => "max tokens",
+            StopReason::Caller => "stopped",
+        },
+        engine.threads(),
+    );
+    Ok(())
+}
+
+/// Tokens of one user message (with an optional system message) through the template.
+fn chat_prompt(
+    engine: &Engine,
+    system: Option<&str>,
+    message: &str,
+    no_chat: bool,
+) -> Result<Vec<u32>> {
+    if engine.chat_template().is_none() {
+        if no_chat {
+            return Ok(engine.tokenizer().encode(message, true, false));
+        }
+        eprintln!("warning: the model has no chat template; using ChatML (pass --no-chat for a plain prompt)");
+    }
+    let mut messages = Vec::new();
+    if let Some(system) = system {
+        messages.push(ChatMessage {
+            role: "system".into(),
+            content: system.into(),
+        });
+    }
+    messages.push(ChatMessage {
+        role: "user".into(),
+        content: message.into(),
+    });
+    let text = engine.render_chat(&messages, true)?;
+    // The rendered template carries its own special tokens (and BOS where it wants one).
+    Ok(engine.tokenizer().encode(&text, false, true))
+}

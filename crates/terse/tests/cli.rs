@@ -1,0 +1,156 @@
+//! End-to-end tests of the `terse` binary on the real default model: stdout carries only
+//! the generated text, and bad input gives a one-line error and a non-zero exit, never a
+//! panic.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use terse_gguf::writer::GgufWriter;
+use terse_gguf::GgmlType;
+
+fn terse(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_terse"))
+        .args(args)
+        .output()
+        .expect("run terse")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn scratch_file(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("terse-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("write scratch file");
+    path
+}
+
+/// Fails with a clear error: the line naming the problem, exit code ≠ 0, no panic.
+fn assert_clean_failure(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(
+        !o.status.success(),
+        "expected failure, stdout: {}",
+        stdout(o)
+    );
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in: {err}"));
+    assert!(
+        line.contains(needle),
+        "error line {line:?} does not mention {needle:?}"
+    );
+}
+
+#[test]
+fn greedy_raw_prompt_prints_only_llama_cpp_continuation() {
+    let o = terse(&[
+        "generate",
+        "--prompt",
+        "The capital of France is",
+        "--temperature",
+        "0",
+        "-n",
+        "12",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    // llama.cpp's greedy continuation of the same prompt and file (golden fixture).
+    let golden = " Paris. Paris is located in the northwestern part of France. The capital";
+    let got = text.trim_end_matches('\n');
+    assert!(
+        got.len() > 20 && golden.starts_with(got),
+        "stdout {got:?} is not a prefix of {golden:?}"
+    );
+    assert!(stderr(&o).contains("tok/s"), "statistics go to stderr");
+}
+
+#[test]
+fn chat_message_goes_through_the_template() {
+    let o = terse(&[
+        "generate",
+        "--chat",
+        "What is 17 times 23? Answer briefly.",
+        "--temperature",
+        "0",
+        "-n",
+        "32",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "17 times 23 equals 411.\n");
+}
+
+#[test]
+fn truncated_gguf_is_a_clean_error() {
+    let path = terse_store::ModelStore::from_env()
+        .unwrap()
+        .resolve("qwen2.5-coder-0.5b")
+        .expect("default model pulled");
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes.truncate(4096);
+    let file = scratch_file("truncated.gguf", &bytes);
+    let o = terse(&[
+        "generate",
+        "--model",
+        file.to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]);
+    assert_clean_failure(&o, "truncated.gguf");
+}
+
+#[test]
+fn unknown_architecture_lists_the_supported_ones() {
+    let mut w = GgufWriter::new();
+    w.add("general.architecture", "mamba9");
+    w.add_tensor("token_embd.weight", GgmlType::F32, &[4, 2], vec![0u8; 32]);
+    let file = scratch_file("mamba9.gguf", &w.to_bytes());
+    let o = terse(&[
+        "generate",
+        "--model",
+        file.to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]);
+    assert_clean_failure(
+        &o,
+        "unsupported architecture 'mamba9' (supported: qwen2, llama, gemma3)",
+    );
+}
+
+#[test]
+fn missing_model_alias_is_a_clean_error() {
+    let o = terse(&["generate", "--model", "no-such-model", "--prompt", "hi"]);
+    assert_clean_failure(&o, "no-such-model");
+}
+
+#[test]
+fn invalid_utf8_prompt_file_is_a_clean_error() {
+    let file = scratch_file("bad.txt", b"hello \xff\xfe world");
+    let o = terse(&["generate", "--prompt-file", file.to_str().unwrap()]);
+    assert_clean_failure(&o, "invalid UTF-8 at byte 6");
+}
+
+#[test]
+fn prompt_longer_than_the_context_is_a_clean_error() {
+    let long = "word ".repeat(100);
+    let o = terse(&["generate", "--ctx-size", "32", "--prompt", &long]);
+    assert_clean_failure(&o, "context size");
+}
+
+#[test]
+fn info_shows_tensor_types_and_bytes_per_token() {
+    let o = terse(&["info"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("general.architecture = qwen2"), "{text}");
+    assert!(text.contains("Q5_0") && text.contains("Q8_0"), "{text}");
+    assert!(text.contains("weights read per generated token"), "{text}");
+}
