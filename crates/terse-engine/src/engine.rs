@@ -53,22 +53,13 @@ pub enum EngineError {
 }
 
 /// How to build an engine.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
     /// Worker threads (0 = all available cores).
     pub threads: usize,
     /// Longest sequence, and KV cache capacity in positions shared by all sequences
     /// (0 = min(4096, trained context)).
     pub ctx_size: usize,
-}
-
-impl Default for EngineOptions {
-    fn default() -> Self {
-        EngineOptions {
-            threads: 0,
-            ctx_size: 0,
-        }
-    }
 }
 
 /// Which outputs a span wants back.

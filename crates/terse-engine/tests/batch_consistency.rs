@@ -63,7 +63,7 @@ fn packed_batch_of_four_prompts_matches_each_prompt_alone() {
 
     let seqs: Vec<SeqId> = prompts.iter().map(|_| engine.new_sequence()).collect();
     let mut inputs: Vec<Vec<u32>> = prompts.clone();
-    let mut positions = vec![0usize; 4];
+    let mut positions = [0usize; 4];
     let mut worst = 0.0f32;
     for step in 0..STEPS {
         let spans: Vec<Span> = (0..4)
@@ -77,9 +77,9 @@ fn packed_batch_of_four_prompts_matches_each_prompt_alone() {
             .collect();
         let out = engine.forward(&spans).expect("packed forward");
         let mut next = Vec::new();
-        for i in 0..4 {
+        for (i, (solo_tokens, solo_logits)) in alone.iter().enumerate() {
             let l = out.last_logits(i).expect("logits");
-            let diff = max_rel_diff(&alone[i].1[step], l);
+            let diff = max_rel_diff(&solo_logits[step], l);
             worst = worst.max(diff);
             assert!(
                 diff < 1e-3,
@@ -87,14 +87,14 @@ fn packed_batch_of_four_prompts_matches_each_prompt_alone() {
             );
             let t = argmax(l);
             assert_eq!(
-                t, alone[i].0[step],
+                t, solo_tokens[step],
                 "prompt {i} step {step}: token differs from the solo run"
             );
             next.push(t);
         }
-        for i in 0..4 {
-            positions[i] += inputs[i].len();
-            inputs[i] = vec![next[i]];
+        for ((pos, input), t) in positions.iter_mut().zip(inputs.iter_mut()).zip(next) {
+            *pos += input.len();
+            *input = vec![t];
         }
     }
     eprintln!("packed vs alone: worst logit difference {worst:.2e} of the range");

@@ -11,6 +11,7 @@
 //! - the feed-forward uses GELU (tanh approximation) gating;
 //! - heads are wider than n_embd / n_head (`attention.key_length`), and queries are
 //!   scaled by 1/sqrt(head_dim).
+//!
 //! GGUF stores the norm weights with Gemma's "+1" already folded in, so they are plain
 //! RMS norm scales here.
 

@@ -64,7 +64,7 @@ impl HyperParams {
         let n_head_kv = gguf
             .opt_u32(&key("attention.head_count_kv"))?
             .map_or(n_head, |v| v as usize);
-        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
+        if n_head == 0 || n_head_kv == 0 || !n_head.is_multiple_of(n_head_kv) {
             return Err(ModelError::BadHyperParameter {
                 key: key("attention.head_count_kv"),
                 detail: format!(

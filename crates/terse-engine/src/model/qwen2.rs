@@ -4,6 +4,7 @@
 //! the Llama forward pass in `llama.rs`:
 //! - the q, k and v projections carry biases (read as optional biases there);
 //! - RoPE rotates the two halves of each head (GPT-NeoX layout), not adjacent pairs.
+//!
 //! Small Qwen2.5 models have an untied output head; when `output.weight` is absent the
 //! token embedding is used (tied), as llama.cpp does.
 

@@ -77,7 +77,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
                 stdout.flush().is_ok()
             },
         )?;
-        let rest = decoder.flush(&tokenizer);
+        let rest = decoder.flush();
         reply.push_str(&rest);
         println!("{rest}");
         cached.extend_from_slice(&tokens[common..]);

@@ -96,7 +96,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let rest = decoder.flush(&tokenizer);
+    let rest = decoder.flush();
     let _ = stdout.write_all(rest.as_bytes());
     let _ = writeln!(stdout);
     let _ = stdout.flush();

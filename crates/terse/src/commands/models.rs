@@ -47,7 +47,7 @@ pub fn run(args: ModelsArgs) -> Result<()> {
             for entry in store.list() {
                 let size = entry
                     .size
-                    .map_or_else(|| "-".to_string(), |s| super::info::human_bytes(s));
+                    .map_or_else(|| "-".to_string(), super::info::human_bytes);
                 let pulled = if entry.pulled { "yes" } else { "no" };
                 let default = if entry.name == terse_store::DEFAULT_MODEL {
                     " (default)"
