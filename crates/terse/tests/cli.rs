@@ -150,7 +150,7 @@ fn info_shows_tensor_types_and_bytes_per_token() {
     let o = terse(&["info"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
-    assert!(text.contains("general.architecture = qwen2"), "{text}");
+    assert!(text.contains("general.architecture = \"qwen2\""), "{text}");
     assert!(text.contains("Q5_0") && text.contains("Q8_0"), "{text}");
     assert!(text.contains("weights read per generated token"), "{text}");
 }
