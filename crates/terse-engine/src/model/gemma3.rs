@@ -16,8 +16,8 @@
 //! RMS norm scales here.
 
 use super::layers::{
-    add_in_place, attention, geglu, store_kv, AttentionShape, Embedding, Linear, RmsNorm, Rope,
-    RopeStyle,
+    add_in_place, attention, geglu, matrices_bytes, store_kv, AttentionShape, Embedding, Linear,
+    RmsNorm, Rope, RopeStyle,
 };
 use super::{ForwardCtx, HyperParams, ModelError, OutputHead, OutputRequest};
 use terse_gguf::GgufFile;
@@ -122,7 +122,7 @@ impl Gemma3 {
             .layers
             .iter()
             .map(|l| {
-                [
+                matrices_bytes(&[
                     &l.wq,
                     &l.wk,
                     &l.wv,
@@ -130,10 +130,7 @@ impl Gemma3 {
                     &l.ffn_gate,
                     &l.ffn_up,
                     &l.ffn_down,
-                ]
-                .iter()
-                .map(|w| w.bytes())
-                .sum::<usize>()
+                ])
             })
             .sum();
         per_layer + self.head.output.bytes()

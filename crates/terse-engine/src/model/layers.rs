@@ -118,6 +118,11 @@ impl Linear {
     }
 }
 
+/// Bytes read by one pass over each of `matrices`.
+pub fn matrices_bytes(matrices: &[&Linear]) -> usize {
+    matrices.iter().map(|m| m.bytes()).sum()
+}
+
 /// Reads a 1-D F32 tensor of `len` values.
 pub fn load_f32_vector(gguf: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
     let t = gguf

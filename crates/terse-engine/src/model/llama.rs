@@ -6,8 +6,8 @@
 //! divisors (`rope_freqs.weight`).
 
 use super::layers::{
-    add_in_place, attention, store_kv, swiglu, AttentionShape, Embedding, Linear, RmsNorm, Rope,
-    RopeStyle,
+    add_in_place, attention, matrices_bytes, store_kv, swiglu, AttentionShape, Embedding, Linear,
+    RmsNorm, Rope, RopeStyle,
 };
 use super::{ForwardCtx, HyperParams, ModelError, OutputHead, OutputRequest};
 use terse_gguf::GgufFile;
@@ -118,7 +118,7 @@ impl Llama {
             .layers
             .iter()
             .map(|l| {
-                [
+                matrices_bytes(&[
                     &l.wq,
                     &l.wk,
                     &l.wv,
@@ -126,10 +126,7 @@ impl Llama {
                     &l.ffn_gate,
                     &l.ffn_up,
                     &l.ffn_down,
-                ]
-                .iter()
-                .map(|w| w.bytes())
-                .sum::<usize>()
+                ])
             })
             .sum();
         per_layer + self.head.output.bytes()
