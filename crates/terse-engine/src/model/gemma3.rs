@@ -16,8 +16,8 @@
 //! RMS norm scales here.
 
 use super::layers::{
-    add_in_place, attention, geglu, matrices_bytes, store_kv, AttentionShape, Embedding, Linear,
-    RmsNorm, Rope, RopeStyle,
+    add_in_place, attention, geglu, matrices_bytes, project, store_kv, AttentionShape, Embedding,
+    Linear, RmsNorm, Rope, RopeStyle,
 };
 use super::{ForwardCtx, HyperParams, ModelError, OutputHead, OutputRequest};
 use terse_gguf::GgufFile;
@@ -171,9 +171,15 @@ impl Gemma3 {
 
                 // Attention block, normalised before and after.
                 l.attn_norm.forward(&s.x, &mut s.xn); // [n, n_embd]
-                l.wq.forward(pool, w, &s.xn, n, &mut s.act, &mut s.q); // [n, n_head * head_dim]
-                l.wk.forward(pool, w, &s.xn, n, &mut s.act, &mut s.k); // [n, n_head_kv * head_dim]
-                l.wv.forward(pool, w, &s.xn, n, &mut s.act, &mut s.v); // [n, n_head_kv * head_dim]
+                                                      // q: [n, n_head * head_dim], k and v: [n, n_head_kv * head_dim]
+                project(
+                    pool,
+                    w,
+                    &s.xn,
+                    n,
+                    &mut s.act,
+                    &mut [(&l.wq, &mut s.q), (&l.wk, &mut s.k), (&l.wv, &mut s.v)],
+                );
                 l.q_norm.forward_in_place(&mut s.q); // per head
                 l.k_norm.forward_in_place(&mut s.k);
                 rope.apply(&mut s.q, hp.head_dim_k, cos, sin);
@@ -186,9 +192,15 @@ impl Gemma3 {
 
                 // Feed-forward block, normalised before and after.
                 l.ffn_norm.forward(&s.x, &mut s.xn); // [n, n_embd]
-                l.ffn_gate
-                    .forward(pool, w, &s.xn, n, &mut s.act, &mut s.gate); // [n, n_ff]
-                l.ffn_up.forward(pool, w, &s.xn, n, &mut s.act, &mut s.up); // [n, n_ff]
+                                                     // gate and up: [n, n_ff]
+                project(
+                    pool,
+                    w,
+                    &s.xn,
+                    n,
+                    &mut s.act,
+                    &mut [(&l.ffn_gate, &mut s.gate), (&l.ffn_up, &mut s.up)],
+                );
                 geglu(&mut s.gate, &s.up);
                 l.ffn_down
                     .forward(pool, w, &s.gate, n, &mut s.act, &mut s.proj); // [n, n_embd]

@@ -98,6 +98,12 @@ impl Linear {
         act: &mut Vec<u8>,
         out: &mut [f32],
     ) {
+        self.quantize_input(x, n_tokens, act);
+        self.forward_quantized(pool, weights, act, n_tokens, out);
+    }
+
+    /// Quantizes x: [n_tokens, cols] into the activation format of this matrix.
+    fn quantize_input(&self, x: &[f32], n_tokens: usize, act: &mut Vec<u8>) {
         let row_bytes = terse_kernels::activation_row_bytes(self.ty, self.cols).unwrap_or(0);
         act.resize(row_bytes * n_tokens, 0);
         for (src, dst) in x
@@ -107,6 +113,17 @@ impl Linear {
             // Lengths were checked at load: cols is a whole number of blocks.
             let _ = terse_kernels::quantize_activation_row(self.ty, src, dst);
         }
+    }
+
+    /// The product on an input already quantized by `quantize_input`.
+    fn forward_quantized(
+        &self,
+        pool: &ThreadPool,
+        weights: &[u8],
+        act: &[u8],
+        n_tokens: usize,
+        out: &mut [f32],
+    ) {
         terse_kernels::matmul(pool, &self.matrix(weights), act, n_tokens, out, self.rows);
         if let Some(bias) = &self.bias {
             for row in out.chunks_exact_mut(self.rows).take(n_tokens) {
@@ -115,6 +132,27 @@ impl Linear {
                 }
             }
         }
+    }
+}
+
+/// Several projections of the same input (q/k/v, gate/up): the input is quantized once
+/// per activation format, not once per matrix.
+pub fn project(
+    pool: &ThreadPool,
+    weights: &[u8],
+    x: &[f32],
+    n_tokens: usize,
+    act: &mut Vec<u8>,
+    projections: &mut [(&Linear, &mut [f32])],
+) {
+    let mut quantized_as = None;
+    for (lin, out) in projections.iter_mut() {
+        let format = terse_kernels::vec_dot_type(lin.ty);
+        if quantized_as != Some(format) {
+            lin.quantize_input(x, n_tokens, act);
+            quantized_as = Some(format);
+        }
+        lin.forward_quantized(pool, weights, act, n_tokens, out);
     }
 }
 

@@ -6,8 +6,8 @@
 //! divisors (`rope_freqs.weight`).
 
 use super::layers::{
-    add_in_place, attention, matrices_bytes, store_kv, swiglu, AttentionShape, Embedding, Linear,
-    RmsNorm, Rope, RopeStyle,
+    add_in_place, attention, matrices_bytes, project, store_kv, swiglu, AttentionShape, Embedding,
+    Linear, RmsNorm, Rope, RopeStyle,
 };
 use super::{ForwardCtx, HyperParams, ModelError, OutputHead, OutputRequest};
 use terse_gguf::GgufFile;
@@ -147,9 +147,15 @@ impl Llama {
             for (il, l) in self.layers.iter().enumerate() {
                 // Attention block.
                 l.attn_norm.forward(&s.x, &mut s.xn); // [n, n_embd]
-                l.wq.forward(pool, w, &s.xn, n, &mut s.act, &mut s.q); // [n, n_head * head_dim]
-                l.wk.forward(pool, w, &s.xn, n, &mut s.act, &mut s.k); // [n, n_head_kv * head_dim]
-                l.wv.forward(pool, w, &s.xn, n, &mut s.act, &mut s.v); // [n, n_head_kv * head_dim]
+                                                      // q: [n, n_head * head_dim], k and v: [n, n_head_kv * head_dim]
+                project(
+                    pool,
+                    w,
+                    &s.xn,
+                    n,
+                    &mut s.act,
+                    &mut [(&l.wq, &mut s.q), (&l.wk, &mut s.k), (&l.wv, &mut s.v)],
+                );
                 self.rope
                     .apply(&mut s.q, hp.head_dim_k, &s.rope_cos, &s.rope_sin);
                 self.rope
@@ -161,9 +167,15 @@ impl Llama {
 
                 // Feed-forward block.
                 l.ffn_norm.forward(&s.x, &mut s.xn); // [n, n_embd]
-                l.ffn_gate
-                    .forward(pool, w, &s.xn, n, &mut s.act, &mut s.gate); // [n, n_ff]
-                l.ffn_up.forward(pool, w, &s.xn, n, &mut s.act, &mut s.up); // [n, n_ff]
+                                                     // gate and up: [n, n_ff]
+                project(
+                    pool,
+                    w,
+                    &s.xn,
+                    n,
+                    &mut s.act,
+                    &mut [(&l.ffn_gate, &mut s.gate), (&l.ffn_up, &mut s.up)],
+                );
                 swiglu(&mut s.gate, &s.up);
                 l.ffn_down
                     .forward(pool, w, &s.gate, n, &mut s.act, &mut s.proj); // [n, n_embd]
