@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{golden, ids, load};
+use common::{golden, ids, last_logits, load};
 use terse_engine::sampler::argmax;
 use terse_engine::{Engine, Outputs, SeqId, Span};
 
@@ -16,17 +16,8 @@ fn run_alone(engine: &mut Engine, prompt: &[u32]) -> (Vec<u32>, Vec<Vec<f32>>) {
     let mut input = prompt.to_vec();
     let mut pos = 0;
     for _ in 0..STEPS {
-        let out = engine
-            .forward(&[Span {
-                seq,
-                tokens: &input,
-                start_pos: pos,
-                outputs: Outputs::Last,
-                hidden: false,
-            }])
-            .expect("forward");
+        let l = last_logits(engine, seq, &input, pos);
         pos += input.len();
-        let l = out.last_logits(0).expect("logits").to_vec();
         let t = argmax(&l);
         tokens.push(t);
         logits.push(l);
@@ -131,35 +122,18 @@ fn forked_sequence_continues_exactly_as_the_parent() {
     let mut pos = fork_at;
     let mut feed = tokens[2..3].to_vec();
     for step in 3..STEPS {
-        let out = engine
-            .forward(&[Span {
-                seq: child,
-                tokens: &feed,
-                start_pos: pos,
-                outputs: Outputs::Last,
-                hidden: false,
-            }])
-            .expect("child forward");
+        let l = last_logits(&mut engine, child, &feed, pos);
         pos += feed.len();
-        let l = out.last_logits(0).unwrap();
         assert!(
-            max_rel_diff(&logits[step], l) < 1e-4,
+            max_rel_diff(&logits[step], &l) < 1e-4,
             "child step {step} differs from the solo run"
         );
-        assert_eq!(argmax(l), tokens[step]);
+        assert_eq!(argmax(&l), tokens[step]);
         feed = vec![tokens[step]];
     }
     // The parent's cache was not disturbed by the child's writes.
-    let out = engine
-        .forward(&[Span {
-            seq: parent,
-            tokens: &tokens[4..5],
-            start_pos: prompt.len() + 4,
-            outputs: Outputs::Last,
-            hidden: false,
-        }])
-        .expect("parent continues");
-    assert!(max_rel_diff(&logits[5], out.last_logits(0).unwrap()) < 1e-4);
+    let l = last_logits(&mut engine, parent, &tokens[4..5], prompt.len() + 4);
+    assert!(max_rel_diff(&logits[5], &l) < 1e-4);
 }
 
 #[test]

@@ -22,9 +22,8 @@
 
 mod common;
 
-use common::{golden, ids, load};
+use common::{golden, ids, last_logits, load};
 use terse_engine::sampler::argmax;
-use terse_engine::{Outputs, Span};
 
 /// Largest allowed |Δ log-probability| of any golden top-5 token before a divergence.
 const MAX_ERROR: f32 = 1.0;
@@ -52,17 +51,8 @@ fn check_model(alias: &str) {
         let mut compared = 0;
         let mut note = String::new();
         for (i, step) in steps.iter().enumerate() {
-            let out = engine
-                .forward(&[Span {
-                    seq,
-                    tokens: &input,
-                    start_pos: pos,
-                    outputs: Outputs::Last,
-                    hidden: false,
-                }])
-                .expect("forward");
+            let logits = last_logits(&mut engine, seq, &input, pos);
             pos += input.len();
-            let logits = out.last_logits(0).expect("logits").to_vec();
             let ours = log_softmax(&logits);
             let top = step["top"].as_array().expect("top");
             for alt in top {

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 use std::path::PathBuf;
-use terse_engine::{Engine, EngineOptions};
+use terse_engine::{Engine, EngineOptions, Outputs, SeqId, Span};
 
 /// Path of a pulled default model. Fails loudly when missing: CI pulls the models first
 /// (`terse models pull all`), and model tests must never be skipped silently.
@@ -41,4 +41,18 @@ pub fn ids(v: &Value) -> Vec<u32> {
         .iter()
         .map(|x| x.as_u64().expect("id") as u32)
         .collect()
+}
+
+/// Runs `tokens` on `seq` from `start_pos` and returns the logits of the last one.
+pub fn last_logits(engine: &mut Engine, seq: SeqId, tokens: &[u32], start_pos: usize) -> Vec<f32> {
+    let out = engine
+        .forward(&[Span {
+            seq,
+            tokens,
+            start_pos,
+            outputs: Outputs::Last,
+            hidden: false,
+        }])
+        .expect("forward");
+    out.last_logits(0).expect("logits").to_vec()
 }
