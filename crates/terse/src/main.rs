@@ -24,6 +24,12 @@ enum Command {
     Chat(commands::chat::ChatArgs),
     /// Show a model's metadata, tensors by type and size, and bytes read per token.
     Info(commands::info::InfoArgs),
+    /// Measure accuracy against output tokens on a dataset.
+    Eval(Box<commands::eval::EvalArgs>),
+    /// Extract and grade one answer; prints {"extracted", "rule", "correct"}.
+    Grade(commands::grade::GradeArgs),
+    /// Compare runs problem by problem (McNemar, paired bootstrap, Pareto front).
+    Compare(commands::compare::CompareArgs),
     /// Install and list models in the local cache ($TERSE_HOME, default ~/.cache/terse).
     Models(commands::models::ModelsArgs),
 }
@@ -35,6 +41,9 @@ fn main() -> ExitCode {
         Command::Chat(args) => commands::chat::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Models(args) => commands::models::run(args),
+        Command::Eval(args) => commands::eval::run(*args),
+        Command::Grade(args) => commands::grade::run(args),
+        Command::Compare(args) => commands::compare::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,10 @@
 //! One module per subcommand, plus the options they share.
 
 pub mod chat;
+pub mod compare;
+pub mod eval;
 pub mod generate;
+pub mod grade;
 pub mod info;
 pub mod models;
 
