@@ -171,24 +171,20 @@ pub fn run(args: EvalArgs) -> Result<()> {
         bail!("no problems selected from {}", args.dataset);
     }
 
-    let user = match (&args.prompt_template, args.prompt_style) {
+    let (user, style) = match (&args.prompt_template, args.prompt_style) {
         (Some(t), _) => {
             if !t.contains("{question}") {
                 bail!("--prompt-template must contain {{question}}");
             }
-            t.clone()
+            (t.clone(), "custom")
         }
-        (None, PromptStyle::Step) => PromptTemplate::default().user,
-        (None, PromptStyle::Brief) => {
+        (None, PromptStyle::Step) => (PromptTemplate::default().user, "step"),
+        (None, PromptStyle::Brief) => (
             "{question}\nBe brief: give the answer with as little reasoning as possible, \
              and put the final answer within \\boxed{}."
-                .to_string()
-        }
-    };
-    let style = match (&args.prompt_template, args.prompt_style) {
-        (Some(_), _) => "custom",
-        (None, PromptStyle::Step) => "step",
-        (None, PromptStyle::Brief) => "brief",
+                .to_string(),
+            "brief",
+        ),
     };
     let label = args
         .label
