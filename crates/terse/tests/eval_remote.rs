@@ -1,0 +1,123 @@
+//! `terse eval --backend openai` against a real llama.cpp server on loopback (built by
+//! `scripts/build-llama-cpp.sh`, which CI runs before the tests), serving the same
+//! default model: the remote path is tested end to end, not against a mock.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Stops the server however the test ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn llama_server() -> PathBuf {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/build-llama-cpp.sh"
+    );
+    let out = Command::new("bash")
+        .arg(script)
+        .output()
+        .expect("run build-llama-cpp.sh");
+    assert!(
+        out.status.success(),
+        "scripts/build-llama-cpp.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bin = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    PathBuf::from(bin).join("llama-server")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn wait_until_healthy(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if let Ok(resp) = ureq::get(&format!("http://127.0.0.1:{port}/health")).call() {
+            if resp.status() == 200 {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("llama-server on port {port} did not become healthy within 120 s");
+}
+
+#[test]
+fn eval_runs_against_a_llama_cpp_server() {
+    let model = terse_store::ModelStore::from_env()
+        .unwrap()
+        .resolve("qwen2.5-coder-0.5b")
+        .expect("default model pulled");
+    let port = free_port();
+    let _server = Server(
+        Command::new(llama_server())
+            .args([
+                "-m",
+                model.to_str().unwrap(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
+            .args(["-t", "2", "-c", "2048", "--jinja"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start llama-server"),
+    );
+    wait_until_healthy(port);
+
+    let out = std::env::temp_dir().join(format!("terse-eval-remote-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let base_url = format!("http://127.0.0.1:{port}/v1");
+    let o = Command::new(env!("CARGO_BIN_EXE_terse"))
+        .args([
+            "eval",
+            "--backend",
+            "openai",
+            "--base-url",
+            &base_url,
+            "--dataset",
+            "synthetic:d1:n2:s3",
+        ])
+        .args([
+            "--temperature",
+            "0",
+            "-n",
+            "16",
+            "--no-cache",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .expect("run terse eval");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["n"], 2);
+    // Token counts come from the server's usage block.
+    let mean = summary["output_tokens_mean"].as_f64().unwrap();
+    assert!(mean > 0.0 && mean <= 16.0, "mean output tokens {mean}");
+    let records = std::fs::read_to_string(out.join("records.jsonl")).unwrap();
+    assert!(records
+        .lines()
+        .all(|l| l.contains("\"output\":\"") && !l.contains("\"output\":\"\"")));
+}
