@@ -48,6 +48,8 @@ pub enum EngineError {
         ctx_size: usize,
         n_ctx_train: usize,
     },
+    #[error("the prompt has {tokens} tokens, which leaves no room to generate in a context of {ctx_size} (raise --ctx-size)")]
+    PromptTooLong { tokens: usize, ctx_size: usize },
     #[error("empty span in the batch (span {span})")]
     EmptySpan { span: usize },
 }
@@ -57,9 +59,12 @@ pub enum EngineError {
 pub struct EngineOptions {
     /// Worker threads (0 = all available cores).
     pub threads: usize,
-    /// Longest sequence, and KV cache capacity in positions shared by all sequences
-    /// (0 = min(4096, trained context)).
+    /// Longest sequence (0 = min(4096, trained context)).
     pub ctx_size: usize,
+    /// KV cache capacity in positions shared by all sequences; never below
+    /// `ctx_size` (0 = `ctx_size`). Batched generation wants room for every
+    /// sequence in flight.
+    pub kv_capacity_tokens: usize,
 }
 
 /// Which outputs a span wants back.
@@ -190,7 +195,7 @@ impl Engine {
             n_layers: hp.n_layers,
             k_dim: hp.n_head_kv * hp.head_dim_k,
             v_dim: hp.n_head_kv * hp.head_dim_v,
-            capacity_tokens: ctx_size,
+            capacity_tokens: options.kv_capacity_tokens.max(ctx_size),
         });
         let threads = if options.threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -1,11 +1,13 @@
 //! terse's inference engine: GGUF models on quantized CPU kernels, a paged KV cache with
 //! copy-on-write forks, packed-batch forward passes, and a sampler chain.
 
+pub mod batch;
 pub mod engine;
 pub mod kv_cache;
 pub mod model;
 pub mod sampler;
 
+pub use batch::{BatchScheduler, Generation, GenerationRequest, RequestId};
 pub use engine::{
     Engine, EngineError, EngineOptions, GenerationStats, Outputs, Span, StepOutput, StopReason,
 };

@@ -86,6 +86,7 @@ struct Candidate {
 }
 
 /// A seeded sampler chain; keep one per sequence.
+#[derive(Debug, Clone)]
 pub struct Sampler {
     config: SamplerConfig,
     rng: StdRng,

@@ -7,7 +7,9 @@
 //! the plots. Work is never lost: finished (id, sample) pairs are skipped on resume,
 //! and every generation goes through the content-addressed [`GenerationCache`] when
 //! one is configured, so even a generation whose record was torn by a kill is not
-//! recomputed. Problems run one after another; concurrent requests are future work.
+//! recomputed. With `concurrency` N, N workers keep N requests in flight (the local
+//! backend batches them into shared forward passes); records are written in the
+//! order problems finish.
 
 use crate::cache::{cache_key, CacheError, GenerationCache};
 use crate::dataset::Problem;
@@ -19,6 +21,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::Instant;
 
 /// File name of the run configuration inside a run directory.
@@ -53,8 +57,9 @@ pub struct AnswerRequest<'a> {
     pub seed: u64,
 }
 
-/// Something that answers a prompt: the seam between eval and the backends.
-pub trait Answerer {
+/// Something that answers a prompt: the seam between eval and the backends. Calls
+/// come from several threads at once when a run's concurrency is above one.
+pub trait Answerer: Send + Sync {
     /// Identity of the model (for example the sha256 of its GGUF file); part of the
     /// cache key, so different weights never share cached generations.
     fn model_fingerprint(&self) -> String;
@@ -116,6 +121,10 @@ pub struct RunConfig {
     /// Continue a run directory that already has records.
     #[serde(skip)]
     pub resume: bool,
+    /// Requests in flight at once (≥ 1). Not part of a run's identity: with
+    /// batch-invariant backends the answers do not depend on it.
+    #[serde(skip)]
+    pub concurrency: usize,
 }
 
 impl Default for RunConfig {
@@ -129,6 +138,7 @@ impl Default for RunConfig {
             grade: GradeOptions::default(),
             cache_dir: None,
             resume: false,
+            concurrency: 1,
         }
     }
 }
@@ -233,25 +243,62 @@ pub fn run_eval(
     }
     bar.set_message(live.message());
 
-    for problem in problems {
-        for sample in 0..samples {
-            if done.contains(&(problem.id.clone(), sample)) {
-                continue;
-            }
-            let record = answer_one(
-                problem,
-                sample,
-                answerer,
-                config,
-                &manifest.model,
-                cache.as_ref(),
-            )?;
-            writer.append(&record)?;
-            live.add(&record);
-            bar.inc(1);
-            bar.set_message(live.message());
-            records.push(record);
+    let jobs: Vec<(&Problem, u32)> = problems
+        .iter()
+        .flat_map(|p| (0..samples).map(move |s| (p, s)))
+        .filter(|(p, s)| !done.contains(&(p.id.clone(), *s)))
+        .collect();
+    let next_job = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let mut first_error = None;
+    std::thread::scope(|scope| {
+        let (finished, results) = mpsc::channel();
+        for _ in 0..config.concurrency.clamp(1, jobs.len().max(1)) {
+            let finished = finished.clone();
+            let (jobs, next_job, stop, cache) = (&jobs, &next_job, &stop, cache.as_ref());
+            let model = manifest.model.as_str();
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(&(problem, sample)) =
+                        jobs.get(next_job.fetch_add(1, Ordering::Relaxed))
+                    else {
+                        break;
+                    };
+                    let record = answer_one(problem, sample, answerer, config, model, cache);
+                    if record.is_err() {
+                        // Stop taking jobs at once, before the writer sees the error.
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    if finished.send(record).is_err() {
+                        break;
+                    }
+                }
+            });
         }
+        drop(finished);
+        // Results of requests already in flight are still recorded after a failure.
+        for result in results {
+            let written = result.and_then(|record| {
+                writer.append(&record)?;
+                Ok(record)
+            });
+            match written {
+                Ok(record) => {
+                    live.add(&record);
+                    bar.inc(1);
+                    bar.set_message(live.message());
+                    records.push(record);
+                }
+                Err(err) => {
+                    stop.store(true, Ordering::Relaxed);
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+    });
+    if let Some(err) = first_error {
+        bar.abandon();
+        return Err(err);
     }
     bar.finish();
 

@@ -6,9 +6,9 @@
 //! answers from a script keyed by question, counts its calls, and can be told to
 //! fail on one question to simulate a crash mid-run.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 use terse_eval::dataset::Problem;
 use terse_eval::extract::Rule;
 use terse_eval::record::{read_records, RECORDS_FILE};
@@ -19,7 +19,7 @@ use terse_eval::run::{
 
 struct ScriptedAnswerer {
     script: HashMap<String, (String, u64)>,
-    calls: RefCell<Vec<String>>,
+    calls: Mutex<Vec<String>>,
     fail_on: Option<String>,
 }
 
@@ -46,13 +46,13 @@ impl ScriptedAnswerer {
             .collect();
         ScriptedAnswerer {
             script,
-            calls: RefCell::new(Vec::new()),
+            calls: Mutex::new(Vec::new()),
             fail_on: None,
         }
     }
 
     fn calls(&self) -> Vec<String> {
-        self.calls.borrow().clone()
+        self.calls.lock().unwrap().clone()
     }
 }
 
@@ -77,7 +77,7 @@ impl Answerer for ScriptedAnswerer {
         if self.fail_on.as_deref() == Some(question.as_str()) {
             return Err("simulated backend crash".into());
         }
-        self.calls.borrow_mut().push(question.clone());
+        self.calls.lock().unwrap().push(question.clone());
         let (text, tokens) = self
             .script
             .get(&question)
@@ -361,4 +361,40 @@ fn several_samples_per_problem_use_distinct_seeds_and_report_pass_at_k() {
         .map(|r| r.seed)
         .collect();
     assert_eq!(seeds, [40, 41, 42]);
+}
+
+#[test]
+fn concurrent_workers_record_every_problem_once() {
+    let (one, many) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let problems = problems(13);
+    let sequential = run_eval(
+        &problems,
+        &ScriptedAnswerer::new(&problems),
+        &config(),
+        one.path(),
+        Progress::Hidden,
+    )
+    .unwrap();
+    let answerer = ScriptedAnswerer::new(&problems);
+    let mut concurrent_config = config();
+    concurrent_config.concurrency = 4;
+    let concurrent = run_eval(
+        &problems,
+        &answerer,
+        &concurrent_config,
+        many.path(),
+        Progress::Hidden,
+    )
+    .unwrap();
+    assert_eq!(answerer.calls().len(), 13);
+    let by_id = |dir: &Path| {
+        let mut records = read_records(&dir.join(RECORDS_FILE)).unwrap().records;
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        records
+            .into_iter()
+            .map(|r| (r.id, r.output, r.correct))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(by_id(one.path()), by_id(many.path()));
+    assert_eq!(sequential.correct, concurrent.correct);
 }

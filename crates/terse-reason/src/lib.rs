@@ -59,8 +59,12 @@ pub enum BackendError {
     Http { url: String, detail: String },
     #[error("{url} answered with an unexpected body: {detail}")]
     BadResponse { url: String, detail: String },
-    #[error("the local engine is unusable: a previous request panicked")]
-    Poisoned,
+    #[error("the local engine's driver thread has stopped")]
+    DriverStopped,
+    #[error("cannot start the local engine's driver thread: {0}")]
+    Driver(String),
+    #[error("generation failed: {0}")]
+    Generation(String),
 }
 
 /// Something that completes chat conversations.

@@ -163,3 +163,33 @@ fn compare_pairs_two_runs() {
     assert!(md.contains("step") && md.contains("brief"), "{md}");
     assert!(out.join("comparison.json").is_file() && out.join("pareto.png").is_file());
 }
+
+/// (id → (output, output tokens)) of a run directory's records.
+fn answers(dir: &Path) -> std::collections::BTreeMap<String, (String, u64)> {
+    std::fs::read_to_string(dir.join("records.jsonl"))
+        .expect("records.jsonl")
+        .lines()
+        .map(|line| {
+            let r: serde_json::Value = serde_json::from_str(line).expect("record is JSON");
+            (
+                r["id"].as_str().expect("id").to_string(),
+                (
+                    r["output"].as_str().expect("output").to_string(),
+                    r["tokens"]["output"].as_u64().expect("output tokens"),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn concurrent_eval_records_the_same_answers_as_one_at_a_time() {
+    let (one, many) = (scratch_dir("one-at-a-time"), scratch_dir("concurrent"));
+    let o = eval("synthetic:d2:n5:s3", &one, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = eval("synthetic:d2:n5:s3", &many, &["--concurrency", "3"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, b) = (answers(&one), answers(&many));
+    assert_eq!(a.len(), 5);
+    assert_eq!(a, b, "batched generation changed an answer");
+}

@@ -1,6 +1,9 @@
 //! Shared by the engine's end-to-end tests: real model files from the local cache and
 //! the golden llama.cpp fixtures.
 
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code)]
+
 use serde_json::Value;
 use std::path::PathBuf;
 use terse_engine::{Engine, EngineOptions, Outputs, SeqId, Span};
@@ -21,6 +24,7 @@ pub fn load(alias: &str) -> Engine {
         &EngineOptions {
             threads: 2,
             ctx_size: 2048,
+            kv_capacity_tokens: 0,
         },
     )
     .unwrap_or_else(|e| panic!("loading {alias}: {e}"))

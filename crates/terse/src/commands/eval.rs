@@ -91,6 +91,11 @@ pub struct EvalArgs {
     /// Do not use the generation cache ($TERSE_HOME/generations).
     #[arg(long)]
     pub no_cache: bool,
+    /// Requests in flight at once. The local engine packs them into shared forward
+    /// passes (same answers as one at a time, more tokens per second); a remote server
+    /// receives them as parallel HTTP requests.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
 }
 
 /// Adapts a reasoning backend to the eval runner.
@@ -213,6 +218,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         grade: Default::default(),
         cache_dir: (!args.no_cache).then(|| store.root().join("generations")),
         resume: args.resume,
+        concurrency: args.concurrency.into(),
     };
     let out = args
         .out
@@ -228,7 +234,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let summary = match args.backend {
         BackendKind::Local => {
             let answerer = BackendAnswerer {
-                backend: LocalBackend::new(args.model.load()?)?,
+                backend: {
+                    // Room in the KV cache for every request in flight: its prompt (a
+                    // margin of 1024 tokens) and its longest answer.
+                    let concurrency = usize::from(args.concurrency);
+                    let kv_tokens = concurrency * (args.sampling.max_tokens + 1024);
+                    LocalBackend::new(args.model.load_with_kv_capacity(kv_tokens)?, concurrency)?
+                },
             };
             run_eval(&problems, &answerer, &config, &out, Progress::Bar)?
         }

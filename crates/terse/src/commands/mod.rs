@@ -47,12 +47,19 @@ impl ModelArgs {
     }
 
     pub fn load(&self) -> Result<Engine> {
+        self.load_with_kv_capacity(0)
+    }
+
+    /// Loads the model with a KV cache of at least `kv_capacity_tokens` positions
+    /// shared by all sequences (at least the context size).
+    pub fn load_with_kv_capacity(&self, kv_capacity_tokens: usize) -> Result<Engine> {
         let path = self.resolve()?;
         let engine = Engine::load(
             &path,
             &EngineOptions {
                 threads: self.threads,
                 ctx_size: self.ctx_size,
+                kv_capacity_tokens,
             },
         )?;
         Ok(engine)

@@ -1,0 +1,110 @@
+//! Continuous batching gives every request exactly what it gets alone: the same
+//! tokens, greedy or seeded sampling, while requests join and leave the batch.
+
+mod common;
+
+use common::{golden, ids, load};
+use terse_engine::kv_cache::BLOCK_TOKENS;
+use terse_engine::{EngineError, GenerationRequest, Sampler, SamplerConfig, StopReason};
+
+fn prompts() -> Vec<Vec<u32>> {
+    let g = golden("qwen2.5-coder-0.5b");
+    g["greedy"]
+        .as_array()
+        .expect("greedy cases")
+        .iter()
+        .take(5)
+        .map(|c| ids(&c["prompt_ids"]))
+        .collect()
+}
+
+fn sampler(temperature: f32, seed: u64) -> Sampler {
+    Sampler::new(SamplerConfig {
+        temperature,
+        seed,
+        ..SamplerConfig::default()
+    })
+}
+
+#[test]
+fn batched_requests_generate_the_same_tokens_as_alone() {
+    let mut engine = load("qwen2.5-coder-0.5b");
+    let prompts = prompts();
+    // Different lengths, so requests leave the batch at different steps and waiting
+    // ones join a batch that is already decoding.
+    let max_tokens = [24, 9, 17, 30, 12];
+    for temperature in [0.0, 0.9] {
+        let requests: Vec<GenerationRequest> = prompts
+            .iter()
+            .zip(max_tokens)
+            .enumerate()
+            .map(|(i, (p, n))| GenerationRequest {
+                prompt: p.clone(),
+                sampler: sampler(temperature, 7 + i as u64),
+                max_tokens: n,
+            })
+            .collect();
+        let alone: Vec<Vec<u32>> = requests
+            .iter()
+            .map(|r| {
+                let mut s = r.sampler.clone();
+                engine
+                    .generate(&r.prompt, &mut s, r.max_tokens, |_| true)
+                    .expect("generate")
+                    .0
+            })
+            .collect();
+        let batched = engine.generate_batch(requests, 3).expect("batch");
+        for (i, (result, alone)) in batched.iter().zip(&alone).enumerate() {
+            let generation = result.as_ref().expect("generation");
+            assert_eq!(
+                &generation.tokens, alone,
+                "request {i} at temperature {temperature}"
+            );
+            assert_eq!(generation.stats.generated_tokens, alone.len());
+        }
+        assert_eq!(
+            engine.kv_cache().free_block_count() * BLOCK_TOKENS,
+            engine.kv_cache().shape().capacity_tokens
+        );
+    }
+}
+
+#[test]
+fn a_prompt_longer_than_the_context_fails_alone() {
+    let mut engine = load("qwen2.5-coder-0.5b");
+    let prompts = prompts();
+    let too_long = vec![100u32; engine.ctx_size()];
+    let requests = vec![
+        GenerationRequest {
+            prompt: prompts[0].clone(),
+            sampler: sampler(0.0, 0),
+            max_tokens: 5,
+        },
+        GenerationRequest {
+            prompt: too_long,
+            sampler: sampler(0.0, 0),
+            max_tokens: 5,
+        },
+        GenerationRequest {
+            prompt: prompts[1].clone(),
+            sampler: sampler(0.0, 0),
+            max_tokens: 0,
+        },
+    ];
+    let results = engine.generate_batch(requests, 4).expect("batch");
+    let first = results[0].as_ref().expect("first request runs");
+    assert_eq!(first.tokens.len(), 5);
+    assert_eq!(first.reason, StopReason::MaxTokens);
+    match &results[1] {
+        Err(err @ EngineError::PromptTooLong { .. }) => {
+            assert!(err.to_string().contains("2048"), "{err}")
+        }
+        other => panic!("expected PromptTooLong, got {other:?}"),
+    }
+    assert!(results[2]
+        .as_ref()
+        .expect("empty request")
+        .tokens
+        .is_empty());
+}
