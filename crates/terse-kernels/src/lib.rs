@@ -173,6 +173,42 @@ pub(crate) fn vec_dot_fn(weight: GgmlType) -> Option<VecDotFn> {
     reference::vec_dot_fn(weight)
 }
 
+/// Most activation rows a multi-row kernel takes per call.
+#[cfg(target_arch = "x86_64")]
+pub(crate) const MULTI_TOKENS: usize = x86::tiles::MAX_TOKENS;
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) const MULTI_TOKENS: usize = 1;
+
+/// Dots one weight row with several activation rows in one pass over the row
+/// (bit-identical to [`vec_dot`] per pair): `(n, weight row, activations,
+/// activation row bytes, activation scales, out)` with `out.len()` rows; the
+/// scales come from [`widen_activation_scales`] over the same rows.
+pub(crate) type MultiDotFn = fn(usize, &[u8], &[u8], usize, &[f32], &mut [f32]);
+
+/// Appends the f16 block scales of a Q8_0 activation row to `out` as f32 (the
+/// multi-row kernels read them once per matmul rather than once per weight row);
+/// other activation formats keep f32 scales in their blocks and add nothing.
+pub(crate) fn widen_activation_scales(weight: GgmlType, act_row: &[u8], out: &mut Vec<f32>) {
+    if vec_dot_type(weight) == Some(GgmlType::Q8_0) {
+        out.extend(
+            act_row
+                .chunks_exact(blocks::Q8_0_BYTES)
+                .map(|b| f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()),
+        );
+    }
+}
+
+/// The multi-row kernel for `weight` on this CPU, if there is one.
+pub(crate) fn multi_dot_fn(weight: GgmlType) -> Option<MultiDotFn> {
+    #[cfg(target_arch = "x86_64")]
+    return x86::tiles::multi_dot_fn(weight);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = weight;
+        None
+    }
+}
+
 /// Runs `f` after checking `n` and both row lengths for `weight`.
 pub(crate) fn checked_vec_dot(
     f: VecDotFn,

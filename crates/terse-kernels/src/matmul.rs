@@ -9,7 +9,10 @@
 
 use crate::blocks;
 use crate::pool::ThreadPool;
-use crate::{activation_row_bytes, is_supported, vec_dot_fn, GgmlType, KernelError};
+use crate::{
+    activation_row_bytes, is_supported, multi_dot_fn, vec_dot_fn, widen_activation_scales,
+    GgmlType, KernelError, MULTI_TOKENS,
+};
 
 /// Tokens dotted against one weight row while it is hot in L1.
 const TOKEN_TILE: usize = 8;
@@ -163,24 +166,64 @@ pub fn matmul(
     let n_tasks = w.rows.div_ceil(rows_per_task);
     let out_ptr = OutPtr(out.as_mut_ptr());
     let out_ptr = &out_ptr;
-
-    pool.run(n_tasks, &|task| {
-        let r0 = task * rows_per_task;
-        let r1 = (r0 + rows_per_task).min(w.rows);
-        let mut t0 = 0;
-        while t0 < n_tokens {
-            let t1 = (t0 + TOKEN_TILE).min(n_tokens);
-            for r in r0..r1 {
-                let w_row = &w.data[r * w_row_bytes..(r + 1) * w_row_bytes];
-                for t in t0..t1 {
-                    let a_row = &act[t * a_row_bytes..(t + 1) * a_row_bytes];
-                    let v = dot(w.cols, w_row, a_row);
-                    // SAFETY: t * out_stride + r < out_needed <= out.len(),
-                    // and row r belongs to this task only.
-                    unsafe { *out_ptr.0.add(t * out_stride + r) = v };
-                }
+    let multi = multi_dot_fn(w.ty);
+    ACT_SCALES.with_borrow_mut(|scales| {
+        scales.clear();
+        if multi.is_some() {
+            for t in 0..n_tokens {
+                widen_activation_scales(w.ty, &act[t * a_row_bytes..(t + 1) * a_row_bytes], scales);
             }
-            t0 = t1;
         }
+        let scales: &[f32] = scales;
+        // Q8_0 activations have one scale per block; other formats none here.
+        let scales_per_token = scales.len() / n_tokens;
+        pool.run(n_tasks, &|task| {
+            let r0 = task * rows_per_task;
+            let r1 = (r0 + rows_per_task).min(w.rows);
+            let mut t0 = 0;
+            while t0 < n_tokens {
+                let t1 = (t0 + TOKEN_TILE).min(n_tokens);
+                for r in r0..r1 {
+                    let w_row = &w.data[r * w_row_bytes..(r + 1) * w_row_bytes];
+                    let mut t = t0;
+                    while t < t1 {
+                        let mut values = [0.0f32; MULTI_TOKENS];
+                        let n = match multi {
+                            Some(multi) => {
+                                let n = (t1 - t).min(MULTI_TOKENS);
+                                let first_scale = t * scales_per_token;
+                                multi(
+                                    w.cols,
+                                    w_row,
+                                    &act[t * a_row_bytes..],
+                                    a_row_bytes,
+                                    &scales[first_scale..],
+                                    &mut values[..n],
+                                );
+                                n
+                            }
+                            None => {
+                                let a_row = &act[t * a_row_bytes..(t + 1) * a_row_bytes];
+                                values[0] = dot(w.cols, w_row, a_row);
+                                1
+                            }
+                        };
+                        for (j, &v) in values[..n].iter().enumerate() {
+                            // SAFETY: (t + j) * out_stride + r < out_needed <= out.len(),
+                            // and row r belongs to this task only.
+                            unsafe { *out_ptr.0.add((t + j) * out_stride + r) = v };
+                        }
+                        t += n;
+                    }
+                }
+                t0 = t1;
+            }
+        });
     });
+}
+
+thread_local! {
+    /// Activation block scales widened to f32 for the current matmul (reused, so
+    /// decoding allocates nothing per token).
+    static ACT_SCALES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }

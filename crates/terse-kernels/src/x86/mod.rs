@@ -16,6 +16,8 @@ use crate::{GgmlType, VecDotFn};
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
+pub(crate) mod tiles;
+
 /// Whether this CPU runs the fast paths (detected once, then cached).
 pub(crate) fn available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();

@@ -1,0 +1,319 @@
+//! One weight row against several activation rows at once (prefill and batched
+//! decode).
+//!
+//! A per-pair dot product unpacks every weight block again for each token; here a
+//! block is unpacked once and dotted with up to [`MAX_TOKENS`] activation rows, and
+//! the independent per-token accumulators hide the latency of the float chain. For
+//! each token the operations are exactly those of the single-row kernel in
+//! `super`, in the same order, so every output is bit-identical to
+//! [`crate::vec_dot`] — batching never changes a result.
+
+use super::*;
+use crate::MultiDotFn;
+
+/// Most activation rows one call handles.
+pub(crate) const MAX_TOKENS: usize = 4;
+
+/// The activation rows' block pointers for `N` tokens.
+#[inline]
+unsafe fn rows<const N: usize>(acts: *const u8, a_row_bytes: usize) -> [*const u8; N] {
+    std::array::from_fn(|j| acts.add(j * a_row_bytes))
+}
+
+/// Kernels for the 32-element formats dotted with Q8_0 activations: `$unpack`
+/// turns a weight block into 32 signed bytes. `yd` holds the activation blocks'
+/// scales already widened to f32 (token-major, `nb` per token): the product
+/// `f32(dx) · f32(dy)` is the one the single-row kernel forms from the f16 bits,
+/// without converting every activation scale again for every weight row.
+macro_rules! q8_0_family {
+    ($name:ident, $w_bytes:expr, |$xb:ident| $unpack:expr) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name<const N: usize>(
+            nb: usize,
+            x: *const u8,
+            acts: *const u8,
+            a_row_bytes: usize,
+            yd: *const f32,
+            out: &mut [f32],
+        ) {
+            let ys = rows::<N>(acts, a_row_bytes);
+            let mut acc = [_mm256_setzero_ps(); N];
+            for ib in 0..nb {
+                let $xb = x.add(ib * $w_bytes);
+                let dx = fp16($xb);
+                let qx: __m256i = $unpack;
+                let ax = _mm256_sign_epi8(qx, qx);
+                for j in 0..N {
+                    let yb = ys[j].add(ib * Q8_0_BYTES);
+                    let d = _mm256_set1_ps(dx * *yd.add(j * nb + ib));
+                    let sy = _mm256_sign_epi8(load256(yb.add(2)), qx);
+                    acc[j] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(ax, sy), acc[j]);
+                }
+            }
+            for j in 0..N {
+                out[j] = hsum_float_8(acc[j]);
+            }
+        }
+    };
+}
+
+q8_0_family!(q4_0_rows, Q4_0_BYTES, |xb| _mm256_sub_epi8(
+    bytes_from_nibbles_32(xb.add(2)),
+    _mm256_set1_epi8(8)
+));
+q8_0_family!(q5_0_rows, Q5_0_BYTES, |xb| {
+    // A clear fifth bit means value - 16 < 0: fill the high nibble with ones.
+    let bxhi = _mm256_andnot_si256(
+        bytes_from_bits_32(xb.add(2)),
+        _mm256_set1_epi8(0xF0u8 as i8),
+    );
+    _mm256_or_si256(bytes_from_nibbles_32(xb.add(6)), bxhi)
+});
+q8_0_family!(q8_0_rows, Q8_0_BYTES, |xb| load256(xb.add(2)));
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_rows<const N: usize>(
+    nb: usize,
+    x: *const u8,
+    acts: *const u8,
+    a_row_bytes: usize,
+    _yd: *const f32,
+    out: &mut [f32],
+) {
+    let ys = rows::<N>(acts, a_row_bytes);
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc_m = [_mm_setzero_ps(); N];
+    for i in 0..nb {
+        let xb = x.add(i * Q4_K_BYTES);
+        let d_dmin = fp16x2(xb, xb.add(2));
+        let (xd, xdmin) = (
+            _mm_cvtss_f32(d_dmin),
+            _mm_cvtss_f32(_mm_movehdup_ps(d_dmin)),
+        );
+        let sm = k4_scales_mins(std::slice::from_raw_parts(xb.add(4), 12));
+        let mins = _mm256_extracti128_si256(
+            _mm256_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr() as *const __m128i)),
+            1,
+        );
+        let mut d = [0.0f32; N];
+        for j in 0..N {
+            let yb = ys[j].add(i * Q8_K_BYTES);
+            let yd = (yb as *const f32).read_unaligned();
+            d[j] = yd * xd;
+            let dmin = -yd * xdmin;
+            let q8sums = load256(yb.add(Q8_K_BSUMS));
+            let q8s = _mm_hadd_epi16(
+                _mm256_castsi256_si128(q8sums),
+                _mm256_extracti128_si256(q8sums, 1),
+            );
+            let prod = _mm_madd_epi16(mins, q8s);
+            acc_m[j] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[j]);
+        }
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for k in 0..QK_K / 64 {
+            let scale_l = _mm256_set1_epi16(sm[2 * k] as i16);
+            let scale_h = _mm256_set1_epi16(sm[2 * k + 1] as i16);
+            let q4bits = load256(xb.add(16 + 32 * k));
+            let q4l = _mm256_and_si256(q4bits, m4);
+            let q4h = _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4);
+            for j in 0..N {
+                let q8 = ys[j].add(i * Q8_K_BYTES + Q8_K_QS + 64 * k);
+                let p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, load256(q8)));
+                let p16h =
+                    _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, load256(q8.add(32))));
+                sumi[j] = _mm256_add_epi32(sumi[j], _mm256_add_epi32(p16l, p16h));
+            }
+        }
+        for j in 0..N {
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d[j]), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
+        }
+    }
+    for j in 0..N {
+        let mut m = _mm_add_ps(acc_m[j], _mm_movehl_ps(acc_m[j], acc_m[j]));
+        m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        out[j] = hsum_float_8(acc[j]) + _mm_cvtss_f32(m);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_rows<const N: usize>(
+    nb: usize,
+    x: *const u8,
+    acts: *const u8,
+    a_row_bytes: usize,
+    _yd: *const f32,
+    out: &mut [f32],
+) {
+    let ys = rows::<N>(acts, a_row_bytes);
+    let m4 = _mm256_set1_epi8(0xF);
+    let m3 = _mm256_set1_epi8(3);
+    let m32s = _mm256_set1_epi8(32);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for i in 0..nb {
+        let xb = x.add(i * Q6_K_BYTES);
+        let xd = fp16(xb.add(208));
+        let sc = std::slice::from_raw_parts(xb.add(192), 16);
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for h in 0..QK_K / 128 {
+            let q4bits1 = load256(xb.add(64 * h));
+            let q4bits2 = load256(xb.add(64 * h + 32));
+            let q4bits_h = load256(xb.add(128 + 32 * h));
+            let q4h_0 = _mm256_slli_epi16(_mm256_and_si256(q4bits_h, m3), 4);
+            let q4h_1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bits_h, 2), m3), 4);
+            let q4h_2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bits_h, 4), m3), 4);
+            let q4h_3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bits_h, 6), m3), 4);
+            let quants = [
+                _mm256_or_si256(_mm256_and_si256(q4bits1, m4), q4h_0),
+                _mm256_or_si256(_mm256_and_si256(q4bits2, m4), q4h_1),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits1, 4), m4), q4h_2),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits2, 4), m4), q4h_3),
+            ];
+            for (k, q) in quants.into_iter().enumerate() {
+                let scale = scale_pair(
+                    sc[8 * h + 2 * k] as i8 as i16,
+                    sc[8 * h + 2 * k + 1] as i8 as i16,
+                );
+                for j in 0..N {
+                    let q8k = load256(ys[j].add(i * Q8_K_BYTES + Q8_K_QS + 128 * h + 32 * k));
+                    // Quants are stored +32: subtract 32·q8 to re-centre them.
+                    let q8s = _mm256_maddubs_epi16(m32s, q8k);
+                    let p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q, q8k), q8s);
+                    sumi[j] = _mm256_add_epi32(sumi[j], _mm256_madd_epi16(scale, p16));
+                }
+            }
+        }
+        for j in 0..N {
+            let d = (ys[j].add(i * Q8_K_BYTES) as *const f32).read_unaligned() * xd;
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
+        }
+    }
+    for j in 0..N {
+        out[j] = hsum_float_8(acc[j]);
+    }
+}
+
+/// Defines a safe multi-row dot: checks the rows cover `n / $block` blocks (and
+/// the widened scales, for Q8_0 activations), then runs the kernel instantiated
+/// for the number of tokens.
+macro_rules! multi_dot {
+    ($name:ident, $kernel:ident, $block:expr, $w_bytes:expr, $a_bytes:expr, $scales:expr) => {
+        fn $name(
+            n: usize,
+            w: &[u8],
+            acts: &[u8],
+            a_row_bytes: usize,
+            act_scales: &[f32],
+            out: &mut [f32],
+        ) {
+            let nb = n / $block;
+            let n_tok = out.len();
+            assert!(
+                (1..=MAX_TOKENS).contains(&n_tok)
+                    && w.len() >= nb * $w_bytes
+                    && a_row_bytes >= nb * $a_bytes
+                    && acts.len() >= (n_tok - 1) * a_row_bytes + nb * $a_bytes
+                    && (!$scales || act_scales.len() >= n_tok * nb),
+                "multi-row dot: rows shorter than n elements"
+            );
+            let (x, y, yd) = (w.as_ptr(), acts.as_ptr(), act_scales.as_ptr());
+            // SAFETY: every row covers nb blocks (checked above) and this function
+            // is only reachable through `multi_dot_fn`, which requires `available()`.
+            unsafe {
+                match n_tok {
+                    1 => $kernel::<1>(nb, x, y, a_row_bytes, yd, out),
+                    2 => $kernel::<2>(nb, x, y, a_row_bytes, yd, out),
+                    3 => $kernel::<3>(nb, x, y, a_row_bytes, yd, out),
+                    _ => $kernel::<4>(nb, x, y, a_row_bytes, yd, out),
+                }
+            }
+        }
+    };
+}
+
+multi_dot!(multi_q4_0, q4_0_rows, QK, Q4_0_BYTES, Q8_0_BYTES, true);
+multi_dot!(multi_q5_0, q5_0_rows, QK, Q5_0_BYTES, Q8_0_BYTES, true);
+multi_dot!(multi_q8_0, q8_0_rows, QK, Q8_0_BYTES, Q8_0_BYTES, true);
+multi_dot!(multi_q4_k, q4_k_rows, QK_K, Q4_K_BYTES, Q8_K_BYTES, false);
+multi_dot!(multi_q6_k, q6_k_rows, QK_K, Q6_K_BYTES, Q8_K_BYTES, false);
+
+/// The multi-row kernel for `weight`, where one exists on this CPU.
+pub(crate) fn multi_dot_fn(weight: GgmlType) -> Option<MultiDotFn> {
+    if !available() {
+        return None;
+    }
+    Some(match weight {
+        GgmlType::Q4_0 => multi_q4_0,
+        GgmlType::Q5_0 => multi_q5_0,
+        GgmlType::Q8_0 => multi_q8_0,
+        GgmlType::Q4_K => multi_q4_k,
+        GgmlType::Q6_K => multi_q6_k,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{activation_row_bytes, quantize_activation_row, vec_dot};
+    use rand::{Rng, SeedableRng};
+
+    /// Random bytes are valid blocks for these types once the f16 scales are
+    /// set to sane values (random bits could be NaN or huge).
+    fn random_row(rng: &mut rand::rngs::StdRng, ty: GgmlType, n: usize) -> Vec<u8> {
+        let bytes = crate::blocks::row_bytes(ty, n).expect("row bytes");
+        let mut row: Vec<u8> = (0..bytes).map(|_| rng.gen()).collect();
+        let (block, block_bytes) = crate::blocks::layout(ty).expect("layout");
+        let scale_offsets: &[usize] = match ty {
+            GgmlType::Q4_K => &[0, 2],
+            GgmlType::Q6_K => &[208],
+            _ => &[0],
+        };
+        for b in 0..n / block {
+            for &o in scale_offsets {
+                let v = half::f16::from_f32(rng.gen_range(-0.05..0.05));
+                row[b * block_bytes + o..b * block_bytes + o + 2]
+                    .copy_from_slice(&v.to_bits().to_le_bytes());
+            }
+        }
+        row
+    }
+
+    #[test]
+    fn multi_row_kernels_equal_vec_dot_bit_for_bit() {
+        if !available() {
+            return;
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q5_0,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
+        ] {
+            let n = 512;
+            let f = multi_dot_fn(ty).expect("kernel");
+            let w = random_row(&mut rng, ty, n);
+            let arb = activation_row_bytes(ty, n).expect("activation bytes");
+            let mut acts = vec![0u8; MAX_TOKENS * arb];
+            for t in 0..MAX_TOKENS {
+                let x: Vec<f32> = (0..n).map(|_| rng.gen_range(-3.0..3.0)).collect();
+                quantize_activation_row(ty, &x, &mut acts[t * arb..(t + 1) * arb])
+                    .expect("quantize");
+            }
+            let mut scales = Vec::new();
+            for t in 0..MAX_TOKENS {
+                crate::widen_activation_scales(ty, &acts[t * arb..(t + 1) * arb], &mut scales);
+            }
+            for n_tok in 1..=MAX_TOKENS {
+                let mut out = vec![0.0f32; n_tok];
+                f(n, &w, &acts, arb, &scales, &mut out);
+                for (t, &v) in out.iter().enumerate() {
+                    let single = vec_dot(ty, n, &w, &acts[t * arb..(t + 1) * arb]);
+                    assert_eq!(v.to_bits(), single.to_bits(), "{ty} token {t} of {n_tok}");
+                }
+            }
+        }
+    }
+}
