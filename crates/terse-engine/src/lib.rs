@@ -4,12 +4,14 @@
 pub mod engine;
 pub mod kv_cache;
 pub mod model;
+pub mod profile;
 pub mod sampler;
 
 pub use engine::{
     Engine, EngineError, EngineOptions, GenerationStats, Outputs, Span, StepOutput, StopReason,
 };
 pub use kv_cache::SeqId;
+pub use profile::{Profile, ProfileEntry};
 pub use sampler::{SampledToken, Sampler, SamplerConfig};
 pub use terse_gguf::GgufFile;
 pub use terse_tokenizer::chat_template::{ChatMessage, ChatTemplate};
