@@ -6,6 +6,7 @@ use crate::kv_cache::{KvCache, KvCacheError, KvCacheShape, SeqId};
 use crate::model::{
     BatchLayout, ForwardCtx, HyperParams, Model, ModelError, OutputRequest, Scratch,
 };
+use crate::profile::{Profile, Profiler};
 use crate::sampler::{SampledToken, Sampler};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -167,6 +168,7 @@ pub struct Engine {
     scratch: Scratch,
     batch_tokens: Vec<u32>,
     output: StepOutput,
+    profiler: Profiler,
 }
 
 impl Engine {
@@ -215,6 +217,7 @@ impl Engine {
             scratch: Scratch::default(),
             batch_tokens: Vec::new(),
             output: StepOutput::default(),
+            profiler: Profiler::default(),
         })
     }
 
@@ -253,6 +256,17 @@ impl Engine {
 
     pub fn weight_bytes_per_token(&self) -> usize {
         self.model.weight_bytes_per_token()
+    }
+
+    /// Starts or stops timing the operations of every forward pass (off by default;
+    /// off, it costs one check per operation).
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profiler.set_enabled(on);
+    }
+
+    /// Time per kind of operation since profiling started or the last take.
+    pub fn take_profile(&mut self) -> Profile {
+        self.profiler.take()
     }
 
     /// Renders `messages` with the model's template (ChatML when it has none).
@@ -368,6 +382,7 @@ impl Engine {
         let mut ctx = ForwardCtx {
             pool: &self.pool,
             weights: self.gguf.bytes(),
+            profiler: &self.profiler,
             kv: &mut self.kv,
             layout: &self.layout,
             scratch: &mut self.scratch,

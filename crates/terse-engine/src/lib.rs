@@ -5,6 +5,7 @@ pub mod batch;
 pub mod engine;
 pub mod kv_cache;
 pub mod model;
+pub mod profile;
 pub mod sampler;
 
 pub use batch::{BatchScheduler, Generation, GenerationRequest, RequestId};
@@ -12,6 +13,7 @@ pub use engine::{
     Engine, EngineError, EngineOptions, GenerationStats, Outputs, Span, StepOutput, StopReason,
 };
 pub use kv_cache::SeqId;
+pub use profile::{Profile, ProfileEntry};
 pub use sampler::{SampledToken, Sampler, SamplerConfig};
 pub use terse_gguf::GgufFile;
 pub use terse_tokenizer::chat_template::{ChatMessage, ChatTemplate};

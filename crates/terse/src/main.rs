@@ -1,4 +1,5 @@
-//! The `terse` command line: generate, chat, inspect models and manage the model cache.
+//! The `terse` command line: generate, chat, inspect models, benchmark the engine and
+//! manage the model cache.
 
 mod commands;
 
@@ -30,6 +31,9 @@ enum Command {
     Grade(commands::grade::GradeArgs),
     /// Compare runs problem by problem (McNemar, paired bootstrap, Pareto front).
     Compare(commands::compare::CompareArgs),
+    /// Prompt and generation speed like llama-bench, against the memory-bandwidth limit
+    /// and optionally llama.cpp itself.
+    Bench(Box<commands::bench::BenchArgs>),
     /// Install and list models in the local cache ($TERSE_HOME, default ~/.cache/terse).
     Models(commands::models::ModelsArgs),
 }
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => commands::eval::run(*args),
         Command::Grade(args) => commands::grade::run(args),
         Command::Compare(args) => commands::compare::run(args),
+        Command::Bench(args) => commands::bench::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -139,18 +139,26 @@ impl Gemma3 {
     pub fn forward(&self, ctx: &mut ForwardCtx, tokens: &[u32], req: OutputRequest) {
         let hp = &self.hp;
         let n = tokens.len();
-        let (pool, w, layout) = (ctx.pool, ctx.weights, ctx.layout);
+        let (cx, layout) = (ctx.compute(), ctx.layout);
+        let prof = cx.profiler;
         {
             let s = &mut *ctx.scratch;
             let kv = &mut *ctx.kv;
             s.prepare(hp, n);
-            self.embedding.lookup(w, tokens, &mut s.x); // [n, n_embd]
-            let embd_scale = (hp.n_embd as f32).sqrt();
-            s.x.iter_mut().for_each(|v| *v *= embd_scale);
-            self.rope_global
-                .tables(layout.positions(), &mut s.rope_cos, &mut s.rope_sin);
-            self.rope_local
-                .tables(layout.positions(), &mut s.rope_cos_alt, &mut s.rope_sin_alt);
+            prof.time("embedding", || {
+                self.embedding.lookup(cx.weights, tokens, &mut s.x); // [n, n_embd]
+                let embd_scale = (hp.n_embd as f32).sqrt();
+                s.x.iter_mut().for_each(|v| *v *= embd_scale);
+            });
+            prof.time("rope", || {
+                self.rope_global
+                    .tables(layout.positions(), &mut s.rope_cos, &mut s.rope_sin);
+                self.rope_local.tables(
+                    layout.positions(),
+                    &mut s.rope_cos_alt,
+                    &mut s.rope_sin_alt,
+                );
+            });
 
             for (il, l) in self.layers.iter().enumerate() {
                 let (rope, cos, sin, shape) = if l.local {
@@ -170,42 +178,48 @@ impl Gemma3 {
                 };
 
                 // Attention block, normalised before and after.
-                l.attn_norm.forward(&s.x, &mut s.xn); // [n, n_embd]
-                                                      // q: [n, n_head * head_dim], k and v: [n, n_head_kv * head_dim]
+                prof.time("rms norm", || l.attn_norm.forward(&s.x, &mut s.xn));
+                // q: [n, n_head * head_dim], k and v: [n, n_head_kv * head_dim]
                 project(
-                    pool,
-                    w,
+                    cx,
                     &s.xn,
                     n,
                     &mut s.act,
                     &mut [(&l.wq, &mut s.q), (&l.wk, &mut s.k), (&l.wv, &mut s.v)],
                 );
-                l.q_norm.forward_in_place(&mut s.q); // per head
-                l.k_norm.forward_in_place(&mut s.k);
-                rope.apply(&mut s.q, hp.head_dim_k, cos, sin);
-                rope.apply(&mut s.k, hp.head_dim_k, cos, sin);
-                store_kv(kv, il, layout, &s.k, &s.v);
-                attention(pool, kv, il, layout, shape, &s.q, &mut s.attn); // [n, n_head * head_dim]
-                l.wo.forward(pool, w, &s.attn, n, &mut s.act, &mut s.proj); // [n, n_embd]
-                l.post_attn_norm.forward_in_place(&mut s.proj);
-                add_in_place(&mut s.x, &s.proj);
+                prof.time("rms norm", || {
+                    l.q_norm.forward_in_place(&mut s.q); // per head
+                    l.k_norm.forward_in_place(&mut s.k);
+                });
+                prof.time("rope", || {
+                    rope.apply(&mut s.q, hp.head_dim_k, cos, sin);
+                    rope.apply(&mut s.k, hp.head_dim_k, cos, sin);
+                });
+                prof.time("kv store", || store_kv(kv, il, layout, &s.k, &s.v));
+                // attn: [n, n_head * head_dim]
+                prof.time("attention", || {
+                    attention(cx.pool, kv, il, layout, shape, &s.q, &mut s.attn)
+                });
+                l.wo.forward(cx, &s.attn, n, &mut s.act, &mut s.proj); // [n, n_embd]
+                prof.time("rms norm", || {
+                    l.post_attn_norm.forward_in_place(&mut s.proj)
+                });
+                prof.time("residual add", || add_in_place(&mut s.x, &s.proj));
 
                 // Feed-forward block, normalised before and after.
-                l.ffn_norm.forward(&s.x, &mut s.xn); // [n, n_embd]
-                                                     // gate and up: [n, n_ff]
+                prof.time("rms norm", || l.ffn_norm.forward(&s.x, &mut s.xn));
+                // gate and up: [n, n_ff]
                 project(
-                    pool,
-                    w,
+                    cx,
                     &s.xn,
                     n,
                     &mut s.act,
                     &mut [(&l.ffn_gate, &mut s.gate), (&l.ffn_up, &mut s.up)],
                 );
-                geglu(&mut s.gate, &s.up);
-                l.ffn_down
-                    .forward(pool, w, &s.gate, n, &mut s.act, &mut s.proj); // [n, n_embd]
-                l.post_ffn_norm.forward_in_place(&mut s.proj);
-                add_in_place(&mut s.x, &s.proj);
+                prof.time("ffn activation", || geglu(&mut s.gate, &s.up));
+                l.ffn_down.forward(cx, &s.gate, n, &mut s.act, &mut s.proj); // [n, n_embd]
+                prof.time("rms norm", || l.post_ffn_norm.forward_in_place(&mut s.proj));
+                prof.time("residual add", || add_in_place(&mut s.x, &s.proj));
             }
         }
         self.head.forward(ctx, hp, req);

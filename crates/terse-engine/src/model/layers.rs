@@ -4,7 +4,7 @@
 //! Each architecture file strings these together in its own forward pass; nothing here
 //! knows which model it serves.
 
-use super::{BatchLayout, ModelError};
+use super::{BatchLayout, Compute, ModelError};
 use crate::kv_cache::{KvCache, BLOCK_TOKENS};
 use half::f16;
 use terse_gguf::{GgmlType, GgufFile};
@@ -91,15 +91,29 @@ impl Linear {
     /// x: [n_tokens, cols] → out: [n_tokens, rows]. `act` is scratch for the quantized x.
     pub fn forward(
         &self,
-        pool: &ThreadPool,
-        weights: &[u8],
+        cx: Compute,
         x: &[f32],
         n_tokens: usize,
         act: &mut Vec<u8>,
         out: &mut [f32],
     ) {
-        self.quantize_input(x, n_tokens, act);
-        self.forward_quantized(pool, weights, act, n_tokens, out);
+        self.forward_as(MATMUL, cx, x, n_tokens, act, out);
+    }
+
+    /// [`Linear::forward`], profiled as the operation `op` rather than as a plain matmul.
+    pub fn forward_as(
+        &self,
+        op: &'static str,
+        cx: Compute,
+        x: &[f32],
+        n_tokens: usize,
+        act: &mut Vec<u8>,
+        out: &mut [f32],
+    ) {
+        cx.profiler.time(QUANTIZE_ACTIVATIONS, || {
+            self.quantize_input(x, n_tokens, act)
+        });
+        self.forward_quantized(op, cx, act, n_tokens, out);
     }
 
     /// Quantizes x: [n_tokens, cols] into the activation format of this matrix.
@@ -115,31 +129,37 @@ impl Linear {
         }
     }
 
-    /// The product on an input already quantized by `quantize_input`.
+    /// The product on an input already quantized by `quantize_input`, profiled as `op`.
     fn forward_quantized(
         &self,
-        pool: &ThreadPool,
-        weights: &[u8],
+        op: &'static str,
+        cx: Compute,
         act: &[u8],
         n_tokens: usize,
         out: &mut [f32],
     ) {
-        terse_kernels::matmul(pool, &self.matrix(weights), act, n_tokens, out, self.rows);
-        if let Some(bias) = &self.bias {
-            for row in out.chunks_exact_mut(self.rows).take(n_tokens) {
-                for (o, b) in row.iter_mut().zip(bias) {
-                    *o += b;
+        cx.profiler.time_matmul(op, self.ty, self.bytes(), || {
+            let matrix = self.matrix(cx.weights);
+            terse_kernels::matmul(cx.pool, &matrix, act, n_tokens, out, self.rows);
+            if let Some(bias) = &self.bias {
+                for row in out.chunks_exact_mut(self.rows).take(n_tokens) {
+                    for (o, b) in row.iter_mut().zip(bias) {
+                        *o += b;
+                    }
                 }
             }
-        }
+        });
     }
 }
+
+/// Profile kinds of the matrix products and of quantizing their inputs.
+const MATMUL: &str = "matmul";
+const QUANTIZE_ACTIVATIONS: &str = "quantize activations";
 
 /// Several projections of the same input (q/k/v, gate/up): the input is quantized once
 /// per activation format, not once per matrix.
 pub fn project(
-    pool: &ThreadPool,
-    weights: &[u8],
+    cx: Compute,
     x: &[f32],
     n_tokens: usize,
     act: &mut Vec<u8>,
@@ -149,10 +169,12 @@ pub fn project(
     for (lin, out) in projections.iter_mut() {
         let format = terse_kernels::vec_dot_type(lin.ty);
         if quantized_as != Some(format) {
-            lin.quantize_input(x, n_tokens, act);
+            cx.profiler.time(QUANTIZE_ACTIVATIONS, || {
+                lin.quantize_input(x, n_tokens, act)
+            });
             quantized_as = Some(format);
         }
-        lin.forward_quantized(pool, weights, act, n_tokens, out);
+        lin.forward_quantized(MATMUL, cx, act, n_tokens, out);
     }
 }
 

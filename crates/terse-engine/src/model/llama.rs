@@ -135,51 +135,59 @@ impl Llama {
     pub fn forward(&self, ctx: &mut ForwardCtx, tokens: &[u32], req: OutputRequest) {
         let hp = &self.hp;
         let n = tokens.len();
-        let (pool, w, layout) = (ctx.pool, ctx.weights, ctx.layout);
+        let (cx, layout) = (ctx.compute(), ctx.layout);
+        let prof = cx.profiler;
         {
             let s = &mut *ctx.scratch;
             let kv = &mut *ctx.kv;
             s.prepare(hp, n);
-            self.embedding.lookup(w, tokens, &mut s.x); // [n, n_embd]
-            self.rope
-                .tables(layout.positions(), &mut s.rope_cos, &mut s.rope_sin);
+            // x: [n, n_embd]
+            prof.time("embedding", || {
+                self.embedding.lookup(cx.weights, tokens, &mut s.x)
+            });
+            prof.time("rope", || {
+                self.rope
+                    .tables(layout.positions(), &mut s.rope_cos, &mut s.rope_sin)
+            });
 
             for (il, l) in self.layers.iter().enumerate() {
                 // Attention block.
-                l.attn_norm.forward(&s.x, &mut s.xn); // [n, n_embd]
-                                                      // q: [n, n_head * head_dim], k and v: [n, n_head_kv * head_dim]
+                prof.time("rms norm", || l.attn_norm.forward(&s.x, &mut s.xn));
+                // q: [n, n_head * head_dim], k and v: [n, n_head_kv * head_dim]
                 project(
-                    pool,
-                    w,
+                    cx,
                     &s.xn,
                     n,
                     &mut s.act,
                     &mut [(&l.wq, &mut s.q), (&l.wk, &mut s.k), (&l.wv, &mut s.v)],
                 );
-                self.rope
-                    .apply(&mut s.q, hp.head_dim_k, &s.rope_cos, &s.rope_sin);
-                self.rope
-                    .apply(&mut s.k, hp.head_dim_k, &s.rope_cos, &s.rope_sin);
-                store_kv(kv, il, layout, &s.k, &s.v);
-                attention(pool, kv, il, layout, &self.attn, &s.q, &mut s.attn); // [n, n_head * head_dim]
-                l.wo.forward(pool, w, &s.attn, n, &mut s.act, &mut s.proj); // [n, n_embd]
-                add_in_place(&mut s.x, &s.proj);
+                prof.time("rope", || {
+                    self.rope
+                        .apply(&mut s.q, hp.head_dim_k, &s.rope_cos, &s.rope_sin);
+                    self.rope
+                        .apply(&mut s.k, hp.head_dim_k, &s.rope_cos, &s.rope_sin);
+                });
+                prof.time("kv store", || store_kv(kv, il, layout, &s.k, &s.v));
+                // attn: [n, n_head * head_dim]
+                prof.time("attention", || {
+                    attention(cx.pool, kv, il, layout, &self.attn, &s.q, &mut s.attn)
+                });
+                l.wo.forward(cx, &s.attn, n, &mut s.act, &mut s.proj); // [n, n_embd]
+                prof.time("residual add", || add_in_place(&mut s.x, &s.proj));
 
                 // Feed-forward block.
-                l.ffn_norm.forward(&s.x, &mut s.xn); // [n, n_embd]
-                                                     // gate and up: [n, n_ff]
+                prof.time("rms norm", || l.ffn_norm.forward(&s.x, &mut s.xn));
+                // gate and up: [n, n_ff]
                 project(
-                    pool,
-                    w,
+                    cx,
                     &s.xn,
                     n,
                     &mut s.act,
                     &mut [(&l.ffn_gate, &mut s.gate), (&l.ffn_up, &mut s.up)],
                 );
-                swiglu(&mut s.gate, &s.up);
-                l.ffn_down
-                    .forward(pool, w, &s.gate, n, &mut s.act, &mut s.proj); // [n, n_embd]
-                add_in_place(&mut s.x, &s.proj);
+                prof.time("ffn activation", || swiglu(&mut s.gate, &s.up));
+                l.ffn_down.forward(cx, &s.gate, n, &mut s.act, &mut s.proj); // [n, n_embd]
+                prof.time("residual add", || add_in_place(&mut s.x, &s.proj));
             }
         }
         self.head.forward(ctx, hp, req);

@@ -10,6 +10,7 @@ pub mod llama;
 pub mod qwen2;
 
 use crate::kv_cache::{KvCache, BLOCK_TOKENS};
+use crate::profile::Profiler;
 use layers::{Embedding, Linear, RmsNorm};
 use terse_gguf::{GgmlType, GgufError, GgufFile};
 use terse_kernels::ThreadPool;
@@ -223,9 +224,31 @@ pub struct OutputRequest<'a> {
 pub struct ForwardCtx<'a> {
     pub pool: &'a ThreadPool,
     pub weights: &'a [u8],
+    pub profiler: &'a Profiler,
     pub kv: &'a mut KvCache,
     pub layout: &'a BatchLayout,
     pub scratch: &'a mut Scratch,
+}
+
+impl<'a> ForwardCtx<'a> {
+    /// The shared, read-only part, to hand to the layers while the scratch buffers and
+    /// the cache are borrowed mutably.
+    pub fn compute(&self) -> Compute<'a> {
+        Compute {
+            pool: self.pool,
+            weights: self.weights,
+            profiler: self.profiler,
+        }
+    }
+}
+
+/// What a layer needs besides its input and output buffers: the worker pool, the
+/// memory-mapped weights, and the profiler that times each operation.
+#[derive(Clone, Copy)]
+pub struct Compute<'a> {
+    pub pool: &'a ThreadPool,
+    pub weights: &'a [u8],
+    pub profiler: &'a Profiler,
 }
 
 /// Final norm and output head, applied only to the rows the caller asked for.
@@ -256,22 +279,26 @@ impl OutputHead {
     /// Reads the requested rows of the residual stream `ctx.scratch.x`, normalises them,
     /// and writes hidden states and logits [n_out, n_vocab].
     pub fn forward(&self, ctx: &mut ForwardCtx, hp: &HyperParams, req: OutputRequest) {
+        let cx = ctx.compute();
         let s = &mut *ctx.scratch;
         let n_out = req.rows.len();
         s.out_rows.resize(n_out * hp.n_embd, 0.0);
         for (dst, &t) in s.out_rows.chunks_exact_mut(hp.n_embd).zip(req.rows) {
             dst.copy_from_slice(&s.x[t * hp.n_embd..(t + 1) * hp.n_embd]);
         }
-        self.norm.forward_in_place(&mut s.out_rows);
+        cx.profiler
+            .time("rms norm", || self.norm.forward_in_place(&mut s.out_rows));
         if let Some(hidden) = req.hidden {
             hidden.clear();
             hidden.extend_from_slice(&s.out_rows);
         }
         req.logits.resize(n_out * hp.n_vocab, 0.0);
         if n_out > 0 {
-            self.output.forward(
-                ctx.pool,
-                ctx.weights,
+            // Timed apart from the layers' matmuls: with a large vocabulary the head is
+            // a big share of the bytes read per token.
+            self.output.forward_as(
+                "output head",
+                cx,
                 &s.out_rows,
                 n_out,
                 &mut s.act,
