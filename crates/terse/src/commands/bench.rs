@@ -193,6 +193,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         &EngineOptions {
             threads: args.model.threads,
             ctx_size,
+            kv_capacity_tokens: 0,
         },
     )
     .with_context(|| format!("loading {}", path.display()))?;
