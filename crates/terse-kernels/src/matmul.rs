@@ -166,52 +166,59 @@ pub fn matmul(
     let n_tasks = w.rows.div_ceil(rows_per_task);
     let out_ptr = OutPtr(out.as_mut_ptr());
     let out_ptr = &out_ptr;
-    let multi = multi_dot_fn(w.ty);
+    // SAFETY (every store below): (t, r) with t < n_tokens, r < w.rows gives
+    // t * out_stride + r < out_needed <= out.len(), and row r belongs to one task.
+    let store = |t: usize, r: usize, v: f32| unsafe { *out_ptr.0.add(t * out_stride + r) = v };
+    let rows_of = |task: usize| task * rows_per_task..((task + 1) * rows_per_task).min(w.rows);
+
+    // One token (decode) gains nothing from sharing a weight block, and the plain
+    // per-row loop keeps its overhead per row minimal.
+    let multi = match multi_dot_fn(w.ty) {
+        Some(multi) if n_tokens > 1 => multi,
+        _ => {
+            pool.run(n_tasks, &|task| {
+                for r in rows_of(task) {
+                    let w_row = &w.data[r * w_row_bytes..(r + 1) * w_row_bytes];
+                    for t in 0..n_tokens {
+                        store(
+                            t,
+                            r,
+                            dot(w.cols, w_row, &act[t * a_row_bytes..(t + 1) * a_row_bytes]),
+                        );
+                    }
+                }
+            });
+            return;
+        }
+    };
     ACT_SCALES.with_borrow_mut(|scales| {
         scales.clear();
-        if multi.is_some() {
-            for t in 0..n_tokens {
-                widen_activation_scales(w.ty, &act[t * a_row_bytes..(t + 1) * a_row_bytes], scales);
-            }
+        for t in 0..n_tokens {
+            widen_activation_scales(w.ty, &act[t * a_row_bytes..(t + 1) * a_row_bytes], scales);
         }
         let scales: &[f32] = scales;
         // Q8_0 activations have one scale per block; other formats none here.
         let scales_per_token = scales.len() / n_tokens;
         pool.run(n_tasks, &|task| {
-            let r0 = task * rows_per_task;
-            let r1 = (r0 + rows_per_task).min(w.rows);
             let mut t0 = 0;
             while t0 < n_tokens {
                 let t1 = (t0 + TOKEN_TILE).min(n_tokens);
-                for r in r0..r1 {
+                for r in rows_of(task) {
                     let w_row = &w.data[r * w_row_bytes..(r + 1) * w_row_bytes];
                     let mut t = t0;
                     while t < t1 {
+                        let n = (t1 - t).min(MULTI_TOKENS);
                         let mut values = [0.0f32; MULTI_TOKENS];
-                        let n = match multi {
-                            Some(multi) => {
-                                let n = (t1 - t).min(MULTI_TOKENS);
-                                let first_scale = t * scales_per_token;
-                                multi(
-                                    w.cols,
-                                    w_row,
-                                    &act[t * a_row_bytes..],
-                                    a_row_bytes,
-                                    &scales[first_scale..],
-                                    &mut values[..n],
-                                );
-                                n
-                            }
-                            None => {
-                                let a_row = &act[t * a_row_bytes..(t + 1) * a_row_bytes];
-                                values[0] = dot(w.cols, w_row, a_row);
-                                1
-                            }
-                        };
+                        multi(
+                            w.cols,
+                            w_row,
+                            &act[t * a_row_bytes..],
+                            a_row_bytes,
+                            &scales[t * scales_per_token..],
+                            &mut values[..n],
+                        );
                         for (j, &v) in values[..n].iter().enumerate() {
-                            // SAFETY: (t + j) * out_stride + r < out_needed <= out.len(),
-                            // and row r belongs to this task only.
-                            unsafe { *out_ptr.0.add((t + j) * out_stride + r) = v };
+                            store(t + j, r, v);
                         }
                         t += n;
                     }
