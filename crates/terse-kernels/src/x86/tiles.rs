@@ -12,7 +12,7 @@ use super::*;
 use crate::MultiDotFn;
 
 /// Most activation rows one call handles.
-pub(crate) const MAX_TOKENS: usize = 4;
+pub(crate) const MAX_TOKENS: usize = 8;
 
 /// The activation rows' block pointers for `N` tokens.
 #[inline]
@@ -224,7 +224,11 @@ macro_rules! multi_dot {
                     1 => $kernel::<1>(nb, x, y, a_row_bytes, yd, out),
                     2 => $kernel::<2>(nb, x, y, a_row_bytes, yd, out),
                     3 => $kernel::<3>(nb, x, y, a_row_bytes, yd, out),
-                    _ => $kernel::<4>(nb, x, y, a_row_bytes, yd, out),
+                    4 => $kernel::<4>(nb, x, y, a_row_bytes, yd, out),
+                    5 => $kernel::<5>(nb, x, y, a_row_bytes, yd, out),
+                    6 => $kernel::<6>(nb, x, y, a_row_bytes, yd, out),
+                    7 => $kernel::<7>(nb, x, y, a_row_bytes, yd, out),
+                    _ => $kernel::<8>(nb, x, y, a_row_bytes, yd, out),
                 }
             }
         }
