@@ -216,7 +216,7 @@ impl Gemma3 {
                     &mut s.act,
                     &mut [(&l.ffn_gate, &mut s.gate), (&l.ffn_up, &mut s.up)],
                 );
-                prof.time("ffn activation", || geglu(&mut s.gate, &s.up));
+                prof.time("ffn activation", || geglu(cx.pool, &mut s.gate, &s.up));
                 l.ffn_down.forward(cx, &s.gate, n, &mut s.act, &mut s.proj); // [n, n_embd]
                 prof.time("rms norm", || l.post_ffn_norm.forward_in_place(&mut s.proj));
                 prof.time("residual add", || add_in_place(&mut s.x, &s.proj));

@@ -111,22 +111,29 @@ impl Linear {
         out: &mut [f32],
     ) {
         cx.profiler.time(QUANTIZE_ACTIVATIONS, || {
-            self.quantize_input(x, n_tokens, act)
+            self.quantize_input(cx.pool, x, n_tokens, act)
         });
         self.forward_quantized(op, cx, act, n_tokens, out);
     }
 
     /// Quantizes x: [n_tokens, cols] into the activation format of this matrix.
-    fn quantize_input(&self, x: &[f32], n_tokens: usize, act: &mut Vec<u8>) {
+    fn quantize_input(&self, pool: &ThreadPool, x: &[f32], n_tokens: usize, act: &mut Vec<u8>) {
         let row_bytes = terse_kernels::activation_row_bytes(self.ty, self.cols).unwrap_or(0);
         act.resize(row_bytes * n_tokens, 0);
-        for (src, dst) in x
-            .chunks_exact(self.cols)
-            .zip(act.chunks_exact_mut(row_bytes))
-        {
-            // Lengths were checked at load: cols is a whole number of blocks.
-            let _ = terse_kernels::quantize_activation_row(self.ty, src, dst);
-        }
+        let rows_per_chunk = (PARALLEL_MIN_ELEMENTS / self.cols.max(1)).max(1);
+        par_chunks_mut(
+            pool,
+            act,
+            rows_per_chunk * row_bytes.max(1),
+            |offset, chunk| {
+                let first_row = offset / row_bytes.max(1);
+                for (i, dst) in chunk.chunks_exact_mut(row_bytes).enumerate() {
+                    let src = &x[(first_row + i) * self.cols..(first_row + i + 1) * self.cols];
+                    // Lengths were checked at load: cols is a whole number of blocks.
+                    let _ = terse_kernels::quantize_activation_row(self.ty, src, dst);
+                }
+            },
+        );
     }
 
     /// The product on an input already quantized by `quantize_input`, profiled as `op`.
@@ -170,7 +177,7 @@ pub fn project(
         let format = terse_kernels::vec_dot_type(lin.ty);
         if quantized_as != Some(format) {
             cx.profiler.time(QUANTIZE_ACTIVATIONS, || {
-                lin.quantize_input(x, n_tokens, act)
+                lin.quantize_input(cx.pool, x, n_tokens, act)
             });
             quantized_as = Some(format);
         }
@@ -351,18 +358,67 @@ pub fn add_in_place(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// SiLU(gate) * up, in place in `gate`.
-pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
+/// Below this many elements an element-wise operation runs on the calling thread:
+/// handing it to the pool would cost more than it saves.
+const PARALLEL_MIN_ELEMENTS: usize = 16 * 1024;
+
+/// Runs `f(offset, chunk)` over consecutive chunks of `data` of `chunk_len` elements
+/// (the last may be shorter), spread across the pool; inline when there is one chunk.
+fn par_chunks_mut<T: Send>(
+    pool: &ThreadPool,
+    data: &mut [T],
+    chunk_len: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let chunk_len = chunk_len.max(1);
+    let n_chunks = data.len().div_ceil(chunk_len);
+    if n_chunks <= 1 {
+        f(0, data);
+        return;
     }
+    let (ptr, len) = (SharedMut(data.as_mut_ptr()), data.len());
+    pool.run(n_chunks, &|i| {
+        let start = i * chunk_len;
+        let end = (start + chunk_len).min(len);
+        // SAFETY: chunk i is data[start..end]; chunks are disjoint and `pool.run`
+        // returns only after every task finished, while `data` is still borrowed.
+        let chunk = unsafe { std::slice::from_raw_parts_mut(ptr.ptr().add(start), end - start) };
+        f(start, chunk);
+    });
+}
+
+/// A pointer to a buffer whose disjoint parts the pool's tasks write.
+struct SharedMut<T>(*mut T);
+// SAFETY: see `par_chunks_mut`: every task touches only its own chunk.
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// Through a method, so closures capture the whole (Sync) wrapper, not the raw field.
+    fn ptr(&self) -> *mut T {
+        self.0
+    }
+}
+
+/// SiLU(gate) * up, in place in `gate`.
+pub fn swiglu(pool: &ThreadPool, gate: &mut [f32], up: &[f32]) {
+    par_chunks_mut(pool, gate, PARALLEL_MIN_ELEMENTS, |offset, gate| {
+        for (g, &u) in gate.iter_mut().zip(&up[offset..]) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+    });
 }
 
 /// GELU(gate) * up (tanh approximation), in place in `gate`.
 ///
 /// ggml evaluates GELU through an f16 lookup table: the input is rounded to f16 and the
 /// result is an f16 value. We round the same way so Gemma matches llama.cpp closely.
-pub fn geglu(gate: &mut [f32], up: &[f32]) {
+pub fn geglu(pool: &ThreadPool, gate: &mut [f32], up: &[f32]) {
+    par_chunks_mut(pool, gate, PARALLEL_MIN_ELEMENTS, |offset, gate| {
+        geglu_chunk(gate, &up[offset..])
+    });
+}
+
+fn geglu_chunk(gate: &mut [f32], up: &[f32]) {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     const COEF_A: f32 = 0.044_715;
     for (g, &u) in gate.iter_mut().zip(up) {
@@ -412,21 +468,6 @@ pub fn store_kv(kv: &mut KvCache, layer: usize, batch: &BatchLayout, k: &[f32], 
     }
 }
 
-/// A raw pointer that may be shared across the pool's threads; each task writes a
-/// disjoint part of the buffer behind it.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: every task writes only its own disjoint range (see `attention`).
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// Through a method, so closures capture the whole (Sync) wrapper, not the raw field.
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// Scores processed per chunk of the online softmax.
 const SCORE_CHUNK: usize = 64;
 
@@ -450,7 +491,7 @@ pub fn attention(
     let k_dim = kv.shape().k_dim;
     let v_dim = kv.shape().v_dim;
     let (hk, hv) = (shape.head_dim_k, shape.head_dim_v);
-    let out_ptr = SharedOut(out.as_mut_ptr());
+    let out_ptr = SharedMut(out.as_mut_ptr());
     let out_len = out.len();
     let task = |i: usize| {
         let (t, h) = (i / shape.n_head, i % shape.n_head);

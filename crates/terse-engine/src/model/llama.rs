@@ -185,7 +185,7 @@ impl Llama {
                     &mut s.act,
                     &mut [(&l.ffn_gate, &mut s.gate), (&l.ffn_up, &mut s.up)],
                 );
-                prof.time("ffn activation", || swiglu(&mut s.gate, &s.up));
+                prof.time("ffn activation", || swiglu(cx.pool, &mut s.gate, &s.up));
                 l.ffn_down.forward(cx, &s.gate, n, &mut s.act, &mut s.proj); // [n, n_embd]
                 prof.time("residual add", || add_in_place(&mut s.x, &s.proj));
             }
