@@ -259,36 +259,64 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     reference::dot_f32(a, b)
 }
 
-/// Σ f32(a[i])·b[i] for f16 keys against an f32 query.
+/// out[g] = Σᵢ f32(key[i]) · queries[g·n + i] for every query row g: one f16 key
+/// of n elements against the `out.len()` query heads that share it (grouped-query
+/// attention), converting the key once for all of them.
 ///
-/// llama.cpp converts the query to f16 first; keeping it f32 is slightly
-/// more accurate and the difference is far below the f16 key rounding.
-///
-/// # Panics
-/// If the lengths differ.
-pub fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "dot_f16_f32: length mismatch");
-    #[cfg(target_arch = "x86_64")]
-    if x86::available() {
-        // SAFETY: equal lengths checked; f16 is a transparent u16; features detected.
-        return unsafe { x86::dot_f16_f32(a.len(), a.as_ptr() as *const u16, b.as_ptr()) };
-    }
-    reference::dot_f16_f32(a, b)
-}
-
-/// out[i] += alpha · f32(x[i]) (values of an f16 V cache).
+/// llama.cpp converts the queries to f16 first; keeping them f32 is slightly more
+/// accurate and the difference is far below the f16 key rounding.
 ///
 /// # Panics
-/// If the lengths differ.
-pub fn axpy_f16(out: &mut [f32], alpha: f32, x: &[f16]) {
-    assert_eq!(out.len(), x.len(), "axpy_f16: length mismatch");
+/// If `queries.len() != out.len() * key.len()`.
+pub fn dot_f16_rows(key: &[f16], queries: &[f32], out: &mut [f32]) {
+    assert_eq!(
+        queries.len(),
+        out.len() * key.len(),
+        "dot_f16_rows: length mismatch"
+    );
     #[cfg(target_arch = "x86_64")]
     if x86::available() {
-        // SAFETY: equal lengths checked; features detected.
-        unsafe { x86::axpy_f16(out.len(), out.as_mut_ptr(), alpha, x.as_ptr() as *const u16) };
+        // SAFETY: lengths checked; f16 is a transparent u16; features detected.
+        unsafe {
+            x86::dot_f16_rows(
+                key.len(),
+                key.as_ptr() as *const u16,
+                queries.as_ptr(),
+                out.len(),
+                out.as_mut_ptr(),
+            )
+        };
         return;
     }
-    reference::axpy_f16(out, alpha, x)
+    reference::dot_f16_rows(key, queries, out)
+}
+
+/// acc[g·n + i] += weights[g] · f32(value[i]) for every row g: one f16 value row of
+/// n elements added into the `weights.len()` output heads that share it.
+///
+/// # Panics
+/// If `acc.len() != weights.len() * value.len()`.
+pub fn axpy_f16_rows(acc: &mut [f32], weights: &[f32], value: &[f16]) {
+    assert_eq!(
+        acc.len(),
+        weights.len() * value.len(),
+        "axpy_f16_rows: length mismatch"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: lengths checked; features detected.
+        unsafe {
+            x86::axpy_f16_rows(
+                value.len(),
+                acc.as_mut_ptr(),
+                weights.as_ptr(),
+                weights.len(),
+                value.as_ptr() as *const u16,
+            )
+        };
+        return;
+    }
+    reference::axpy_f16_rows(acc, weights, value)
 }
 
 /// dst[i] = f16(src[i]), round to nearest even (bit-identical on every path).

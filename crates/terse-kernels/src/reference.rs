@@ -761,27 +761,39 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
-/// Σ f32(a[i])·b[i], accumulated left to right in f32.
+/// out[g] = Σᵢ f32(key[i])·queries[g·n + i], each accumulated left to right in f32.
 ///
 /// # Panics
-/// If the lengths differ.
-pub fn dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "dot_f16_f32: length mismatch");
-    let mut sum = 0.0f32;
-    for (x, y) in a.iter().zip(b) {
-        sum += x.to_f32() * y;
+/// If `queries.len() != out.len() * key.len()`.
+pub fn dot_f16_rows(key: &[f16], queries: &[f32], out: &mut [f32]) {
+    assert_eq!(
+        queries.len(),
+        out.len() * key.len(),
+        "dot_f16_rows: length mismatch"
+    );
+    for (o, query) in out.iter_mut().zip(queries.chunks_exact(key.len().max(1))) {
+        let mut sum = 0.0f32;
+        for (k, q) in key.iter().zip(query) {
+            sum += k.to_f32() * q;
+        }
+        *o = sum;
     }
-    sum
 }
 
-/// out[i] += alpha · f32(x[i]).
+/// acc[g·n + i] += weights[g] · f32(value[i]).
 ///
 /// # Panics
-/// If the lengths differ.
-pub fn axpy_f16(out: &mut [f32], alpha: f32, x: &[f16]) {
-    assert_eq!(out.len(), x.len(), "axpy_f16: length mismatch");
-    for (o, v) in out.iter_mut().zip(x) {
-        *o += alpha * v.to_f32();
+/// If `acc.len() != weights.len() * value.len()`.
+pub fn axpy_f16_rows(acc: &mut [f32], weights: &[f32], value: &[f16]) {
+    assert_eq!(
+        acc.len(),
+        weights.len() * value.len(),
+        "axpy_f16_rows: length mismatch"
+    );
+    for (row, &w) in acc.chunks_exact_mut(value.len().max(1)).zip(weights) {
+        for (o, v) in row.iter_mut().zip(value) {
+            *o += w * v.to_f32();
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use half::f16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use terse_kernels::{
-    activation_row_bytes, axpy_f16, dot_f16_f32, dot_f32, f32_to_f16_row, matmul,
+    activation_row_bytes, axpy_f16_rows, dot_f16_rows, dot_f32, f32_to_f16_row, matmul,
     quantize_activation_row, reference, vec_dot, GgmlType, KernelError, ThreadPool, WeightMatrix,
 };
 
@@ -143,24 +143,34 @@ fn float_helpers_match_scalar_references() {
             "dot_f32 n={n}: {fast} vs {slow}"
         );
 
-        let tol_h = 1e-5 * abs_dot(&h32, &b) + 1e-6;
-        let (fast, slow) = (dot_f16_f32(&h, &b), reference::dot_f16_f32(&h, &b));
-        assert!(
-            (fast - slow).abs() <= tol_h,
-            "dot_f16_f32 n={n}: {fast} vs {slow}"
-        );
+        // Up to 7 query heads sharing one key / value row.
+        for rows in [1, 3, 4, 7] {
+            let queries: Vec<f32> = (0..rows * n).map(|_| rng.gen_range(-2.0..2.0)).collect();
+            let (mut fast, mut slow) = (vec![0.0; rows], vec![0.0; rows]);
+            dot_f16_rows(&h, &queries, &mut fast);
+            reference::dot_f16_rows(&h, &queries, &mut slow);
+            for (g, query) in queries.chunks_exact(n.max(1)).enumerate().take(rows) {
+                let tol_h = 1e-5 * abs_dot(&h32, query) + 1e-6;
+                assert!(
+                    (fast[g] - slow[g]).abs() <= tol_h,
+                    "dot_f16_rows n={n} row {g}: {} vs {}",
+                    fast[g],
+                    slow[g]
+                );
+            }
 
-        let alpha = rng.gen_range(-3.0..3.0);
-        let mut out_fast = a.clone();
-        let mut out_slow = a.clone();
-        axpy_f16(&mut out_fast, alpha, &h);
-        reference::axpy_f16(&mut out_slow, alpha, &h);
-        for (i, (x, y)) in out_fast.iter().zip(&out_slow).enumerate() {
-            // The fast path fuses the multiply-add: one rounding fewer.
-            assert!(
-                (x - y).abs() <= 1e-6 * (1.0 + x.abs()),
-                "axpy_f16 n={n} [{i}]: {x} vs {y}"
-            );
+            let weights: Vec<f32> = (0..rows).map(|_| rng.gen_range(-3.0..3.0)).collect();
+            let start: Vec<f32> = (0..rows * n).map(|_| rng.gen_range(-2.0..2.0)).collect();
+            let (mut out_fast, mut out_slow) = (start.clone(), start);
+            axpy_f16_rows(&mut out_fast, &weights, &h);
+            reference::axpy_f16_rows(&mut out_slow, &weights, &h);
+            for (i, (x, y)) in out_fast.iter().zip(&out_slow).enumerate() {
+                // The fast path fuses the multiply-add: one rounding fewer.
+                assert!(
+                    (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
+                    "axpy_f16_rows n={n} rows={rows} [{i}]: {x} vs {y}"
+                );
+            }
         }
 
         let mut wide: Vec<f32> = a.iter().map(|v| v * 1e3).collect();

@@ -470,12 +470,16 @@ pub fn store_kv(kv: &mut KvCache, layer: usize, batch: &BatchLayout, k: &[f32], 
 
 /// Scores processed per chunk of the online softmax.
 const SCORE_CHUNK: usize = 64;
+/// Most query heads one attention task serves (they share each key and value row).
+const MAX_TASK_HEADS: usize = 8;
 
 /// Causal attention of every query in q: [n_tokens, n_head * head_dim_k] over the cache
 /// positions of its own sequence, into out: [n_tokens, n_head * head_dim_v].
 ///
 /// Positions are processed in chunks with an online (running-max) softmax, so memory
-/// stays constant whatever the context length. One task per (token, head).
+/// stays constant whatever the context length. A task serves one token and a group of
+/// query heads that share a key/value head, so each cached row is widened from f16
+/// once for the whole group; groups are split when that leaves threads idle.
 pub fn attention(
     pool: &ThreadPool,
     kv: &KvCache,
@@ -487,6 +491,13 @@ pub fn attention(
 ) {
     let n_tokens = batch.n_tokens();
     let group = shape.n_head / shape.n_head_kv;
+    // Enough tasks for every thread (decode has one token), each at most MAX_TASK_HEADS.
+    let parts_for_threads = (2 * pool.n_threads()).div_ceil(n_tokens * shape.n_head_kv);
+    let parts = parts_for_threads
+        .max(group.div_ceil(MAX_TASK_HEADS))
+        .min(group);
+    let heads_per_task = group.div_ceil(parts);
+    let parts = group.div_ceil(heads_per_task);
     let (keys, values) = kv.layer(layer);
     let k_dim = kv.shape().k_dim;
     let v_dim = kv.shape().v_dim;
@@ -494,54 +505,164 @@ pub fn attention(
     let out_ptr = SharedMut(out.as_mut_ptr());
     let out_len = out.len();
     let task = |i: usize| {
-        let (t, h) = (i / shape.n_head, i % shape.n_head);
-        let kv_head = h / group;
+        let (t, kv_head, part) = (
+            i / (shape.n_head_kv * parts),
+            i / parts % shape.n_head_kv,
+            i % parts,
+        );
+        let h0 = kv_head * group + part * heads_per_task;
+        let nh = heads_per_task.min((kv_head + 1) * group - h0);
         let pos = batch.pos(t);
         let first = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
         let blocks = batch.blocks(t);
-        let query = &q[(t * shape.n_head + h) * hk..(t * shape.n_head + h + 1) * hk];
-        let o_start = (t * shape.n_head + h) * hv;
-        debug_assert!(o_start + hv <= out_len);
-        // SAFETY: task i owns out[o_start..o_start + hv]; tasks do not overlap.
-        let acc = unsafe { std::slice::from_raw_parts_mut(out_ptr.ptr().add(o_start), hv) };
+        let slot = |p: usize| blocks[p / BLOCK_TOKENS] as usize * BLOCK_TOKENS + p % BLOCK_TOKENS;
+        // [nh, hk] and [nh, hv]: the heads are adjacent in q and out.
+        let queries = &q[(t * shape.n_head + h0) * hk..(t * shape.n_head + h0 + nh) * hk];
+        let o_start = (t * shape.n_head + h0) * hv;
+        debug_assert!(o_start + nh * hv <= out_len);
+        // SAFETY: task i owns out[o_start..o_start + nh * hv]; tasks do not overlap.
+        let acc = unsafe { std::slice::from_raw_parts_mut(out_ptr.ptr().add(o_start), nh * hv) };
         acc.fill(0.0);
-        let mut max = f32::NEG_INFINITY;
-        let mut sum = 0.0f32;
-        let mut scores = [0.0f32; SCORE_CHUNK];
+        let mut max = [f32::NEG_INFINITY; MAX_TASK_HEADS];
+        let mut sum = [0.0f32; MAX_TASK_HEADS];
+        // [SCORE_CHUNK, nh]: position-major, so one position's weights are adjacent.
+        let mut scores = [0.0f32; SCORE_CHUNK * MAX_TASK_HEADS];
         let mut p0 = first;
         while p0 <= pos {
             let p1 = (p0 + SCORE_CHUNK).min(pos + 1);
-            let mut chunk_max = f32::NEG_INFINITY;
-            for (j, p) in (p0..p1).enumerate() {
-                let ko = (blocks[p / BLOCK_TOKENS] as usize * BLOCK_TOKENS + p % BLOCK_TOKENS)
-                    * k_dim
-                    + kv_head * hk;
-                let s = terse_kernels::dot_f16_f32(&keys[ko..ko + hk], query) * shape.scale;
-                scores[j] = s;
-                chunk_max = chunk_max.max(s);
+            let chunk = &mut scores[..(p1 - p0) * nh];
+            for (row, p) in chunk.chunks_exact_mut(nh).zip(p0..p1) {
+                let ko = slot(p) * k_dim + kv_head * hk;
+                terse_kernels::dot_f16_rows(&keys[ko..ko + hk], queries, row);
             }
-            if chunk_max > max {
-                let rescale = (max - chunk_max).exp();
-                sum *= rescale;
-                for a in acc.iter_mut() {
-                    *a *= rescale;
+            for g in 0..nh {
+                let chunk_max = chunk
+                    .iter()
+                    .skip(g)
+                    .step_by(nh)
+                    .fold(f32::NEG_INFINITY, |m, &s| m.max(s * shape.scale));
+                if chunk_max > max[g] {
+                    let rescale = (max[g] - chunk_max).exp();
+                    sum[g] *= rescale;
+                    for a in &mut acc[g * hv..(g + 1) * hv] {
+                        *a *= rescale;
+                    }
+                    max[g] = chunk_max;
                 }
-                max = chunk_max;
             }
-            for (j, p) in (p0..p1).enumerate() {
-                let w = (scores[j] - max).exp();
-                sum += w;
-                let vo = (blocks[p / BLOCK_TOKENS] as usize * BLOCK_TOKENS + p % BLOCK_TOKENS)
-                    * v_dim
-                    + kv_head * hv;
-                terse_kernels::axpy_f16(acc, w, &values[vo..vo + hv]);
+            for (row, p) in chunk.chunks_exact_mut(nh).zip(p0..p1) {
+                for g in 0..nh {
+                    row[g] = (row[g] * shape.scale - max[g]).exp();
+                    sum[g] += row[g];
+                }
+                let vo = slot(p) * v_dim + kv_head * hv;
+                terse_kernels::axpy_f16_rows(acc, row, &values[vo..vo + hv]);
             }
             p0 = p1;
         }
-        let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
-        for a in acc.iter_mut() {
-            *a *= inv;
+        for g in 0..nh {
+            let inv = if sum[g] > 0.0 { 1.0 / sum[g] } else { 0.0 };
+            for a in &mut acc[g * hv..(g + 1) * hv] {
+                *a *= inv;
+            }
         }
     };
-    pool.run(n_tokens * shape.n_head, &task);
+    pool.run(n_tokens * shape.n_head_kv * parts, &task);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv_cache::KvCacheShape;
+    use rand::{Rng, SeedableRng};
+
+    /// Softmax attention in f64 over f16-rounded keys and values, one query at a time.
+    fn naive_attention(
+        k: &[f32],
+        v: &[f32],
+        q: &[f32],
+        shape: &AttentionShape,
+        n_pos: usize,
+    ) -> Vec<f32> {
+        let (hk, hv, group) = (
+            shape.head_dim_k,
+            shape.head_dim_v,
+            shape.n_head / shape.n_head_kv,
+        );
+        let round = |x: f32| f64::from(f16::from_f32(x).to_f32());
+        let mut out = vec![0.0f32; n_pos * shape.n_head * hv];
+        for t in 0..n_pos {
+            let first = shape.window.map_or(0, |w| (t + 1).saturating_sub(w));
+            for h in 0..shape.n_head {
+                let kvh = h / group;
+                let qh = &q[(t * shape.n_head + h) * hk..][..hk];
+                let scores: Vec<f64> = (first..=t)
+                    .map(|p| {
+                        let kp = &k[(p * shape.n_head_kv + kvh) * hk..][..hk];
+                        kp.iter()
+                            .zip(qh)
+                            .map(|(&a, &b)| round(a) * f64::from(b))
+                            .sum::<f64>()
+                            * f64::from(shape.scale)
+                    })
+                    .collect();
+                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let total: f64 = weights.iter().sum();
+                for (j, p) in (first..=t).enumerate() {
+                    let vp = &v[(p * shape.n_head_kv + kvh) * hv..][..hv];
+                    for (o, &x) in out[(t * shape.n_head + h) * hv..][..hv].iter_mut().zip(vp) {
+                        *o += (weights[j] / total * round(x)) as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn grouped_attention_matches_a_naive_softmax() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let pool = ThreadPool::new(2);
+        // Qwen 0.5B's grouping (7 query heads per key/value head), Gemma's window.
+        for (n_head, n_head_kv, head_dim, window) in [(14, 2, 64, None), (4, 1, 256, Some(50))] {
+            let n_pos = 150; // more than two score chunks
+            let shape = AttentionShape {
+                n_head,
+                n_head_kv,
+                head_dim_k: head_dim,
+                head_dim_v: head_dim,
+                scale: 1.0 / (head_dim as f32).sqrt(),
+                window,
+            };
+            let kv_width = n_head_kv * head_dim;
+            let mut kv = KvCache::new(KvCacheShape {
+                n_layers: 1,
+                k_dim: kv_width,
+                v_dim: kv_width,
+                capacity_tokens: 256,
+            });
+            let seq = kv.new_sequence();
+            kv.append(seq, n_pos).unwrap();
+            let mut batch = BatchLayout::default();
+            batch.push_span(kv.blocks(seq).unwrap(), 0, n_pos);
+            let mut random =
+                |n: usize| -> Vec<f32> { (0..n).map(|_| rng.gen_range(-2.0..2.0)).collect() };
+            let (k, v, q) = (
+                random(n_pos * kv_width),
+                random(n_pos * kv_width),
+                random(n_pos * n_head * head_dim),
+            );
+            store_kv(&mut kv, 0, &batch, &k, &v);
+            let mut out = vec![0.0f32; n_pos * n_head * head_dim];
+            attention(&pool, &kv, 0, &batch, &shape, &q, &mut out);
+            let expected = naive_attention(&k, &v, &q, &shape, n_pos);
+            let worst = out
+                .iter()
+                .zip(&expected)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-4, "{n_head}/{n_head_kv} heads: max |Δ| {worst}");
+        }
+    }
 }

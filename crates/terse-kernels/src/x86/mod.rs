@@ -542,34 +542,57 @@ pub(crate) unsafe fn dot_f32(n: usize, a: *const f32, b: *const f32) -> f32 {
     sum
 }
 
-/// Σ f32(a[i])·b[i] over `n` values; `a` holds f16 bits.
+/// out[g] = Σᵢ f32(key[i])·q[g·n + i] for g < rows; `key` holds f16 bits. Each key
+/// vector is widened once for two query rows at a time. Every row sums in the same
+/// order as a lone dot product (four accumulators over 32-value strides): attention
+/// is sensitive enough that grouping heads should not move a result.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_f16_f32(n: usize, a: *const u16, b: *const f32) -> f32 {
-    let mut acc0 = _mm256_setzero_ps();
-    let mut acc1 = _mm256_setzero_ps();
-    let mut acc2 = _mm256_setzero_ps();
-    let mut acc3 = _mm256_setzero_ps();
+pub(crate) unsafe fn dot_f16_rows(
+    n: usize,
+    key: *const u16,
+    q: *const f32,
+    rows: usize,
+    out: *mut f32,
+) {
+    let mut g = 0;
+    while g < rows {
+        let (qg, og) = (q.add(g * n), out.add(g));
+        if rows - g == 1 {
+            dot_f16_rows_n::<1>(n, key, qg, og);
+        } else {
+            dot_f16_rows_n::<2>(n, key, qg, og);
+        }
+        g += 2;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16_rows_n<const M: usize>(n: usize, key: *const u16, q: *const f32, out: *mut f32) {
+    let mut acc = [[_mm256_setzero_ps(); 4]; M];
     let mut i = 0;
     while i + 32 <= n {
-        acc0 = _mm256_fmadd_ps(load_h(a.add(i)), _mm256_loadu_ps(b.add(i)), acc0);
-        acc1 = _mm256_fmadd_ps(load_h(a.add(i + 8)), _mm256_loadu_ps(b.add(i + 8)), acc1);
-        acc2 = _mm256_fmadd_ps(load_h(a.add(i + 16)), _mm256_loadu_ps(b.add(i + 16)), acc2);
-        acc3 = _mm256_fmadd_ps(load_h(a.add(i + 24)), _mm256_loadu_ps(b.add(i + 24)), acc3);
+        let keys = [0, 8, 16, 24].map(|s| load_h(key.add(i + s)));
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            for (s, (a, k)) in acc_r.iter_mut().zip(keys).enumerate() {
+                *a = _mm256_fmadd_ps(k, _mm256_loadu_ps(q.add(r * n + i + 8 * s)), *a);
+            }
+        }
         i += 32;
     }
     while i + 8 <= n {
-        acc0 = _mm256_fmadd_ps(load_h(a.add(i)), _mm256_loadu_ps(b.add(i)), acc0);
+        let k = load_h(key.add(i));
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            acc_r[0] = _mm256_fmadd_ps(k, _mm256_loadu_ps(q.add(r * n + i)), acc_r[0]);
+        }
         i += 8;
     }
-    let mut sum = hsum_float_8(_mm256_add_ps(
-        _mm256_add_ps(acc0, acc1),
-        _mm256_add_ps(acc2, acc3),
-    ));
-    while i < n {
-        sum += fp16(a.add(i) as *const u8) * b.add(i).read_unaligned();
-        i += 1;
+    for (r, [a0, a1, a2, a3]) in acc.into_iter().enumerate() {
+        let mut sum = hsum_float_8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+        for j in i..n {
+            sum += fp16(key.add(j) as *const u8) * q.add(r * n + j).read_unaligned();
+        }
+        *out.add(r) = sum;
     }
-    sum
 }
 
 /// Σ f32(a[i])·b[i] over `n` values; `a` holds bf16 bits.
@@ -592,20 +615,33 @@ unsafe fn dot_bf16_f32(n: usize, a: *const u16, b: *const f32) -> f32 {
     sum
 }
 
-/// out[i] += alpha · f32(x[i]) over `n` values; `x` holds f16 bits.
+/// acc[g·n + i] += w[g]·f32(x[i]) for g < rows; `x` holds f16 bits, widened once
+/// per 8 values for all rows.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn axpy_f16(n: usize, out: *mut f32, alpha: f32, x: *const u16) {
-    let va = _mm256_set1_ps(alpha);
+pub(crate) unsafe fn axpy_f16_rows(
+    n: usize,
+    acc: *mut f32,
+    w: *const f32,
+    rows: usize,
+    x: *const u16,
+) {
     let mut i = 0;
     while i + 8 <= n {
-        let xv = _mm256_cvtph_ps(_mm_loadu_si128(x.add(i) as *const __m128i));
-        let o = _mm256_loadu_ps(out.add(i));
-        _mm256_storeu_ps(out.add(i), _mm256_fmadd_ps(va, xv, o));
+        let xv = load_h(x.add(i));
+        for g in 0..rows {
+            let o = acc.add(g * n + i);
+            _mm256_storeu_ps(
+                o,
+                _mm256_fmadd_ps(_mm256_set1_ps(*w.add(g)), xv, _mm256_loadu_ps(o)),
+            );
+        }
         i += 8;
     }
-    while i < n {
-        *out.add(i) += alpha * fp16(x.add(i) as *const u8);
-        i += 1;
+    for j in i..n {
+        let xj = fp16(x.add(j) as *const u8);
+        for g in 0..rows {
+            *acc.add(g * n + j) += *w.add(g) * xj;
+        }
     }
 }
 
@@ -708,7 +744,17 @@ fn dot_f16_weights(n: usize, w: &[u8], a: &[u8]) -> f32 {
         "vec_dot: row shorter than n elements"
     );
     // SAFETY: as in `dot_f32_weights`.
-    unsafe { dot_f16_f32(n, w.as_ptr() as *const u16, a.as_ptr() as *const f32) }
+    unsafe {
+        let mut out = 0.0f32;
+        dot_f16_rows(
+            n,
+            w.as_ptr() as *const u16,
+            a.as_ptr() as *const f32,
+            1,
+            &mut out,
+        );
+        out
+    }
 }
 
 fn dot_bf16_weights(n: usize, w: &[u8], a: &[u8]) -> f32 {
