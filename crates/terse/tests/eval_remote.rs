@@ -77,7 +77,7 @@ fn eval_runs_against_a_llama_cpp_server() {
                 "--port",
                 &port.to_string(),
             ])
-            .args(["-t", "2", "-c", "2048", "--jinja"])
+            .args(["-t", "2", "-c", "2048", "--jinja", "--parallel", "2"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -97,6 +97,9 @@ fn eval_runs_against_a_llama_cpp_server() {
             &base_url,
             "--dataset",
             "synthetic:d1:n2:s3",
+            // Both problems in flight at once, one per server slot.
+            "--concurrency",
+            "2",
         ])
         .args([
             "--temperature",
