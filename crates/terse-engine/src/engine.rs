@@ -18,14 +18,17 @@ use terse_tokenizer::{Tokenizer, TokenizerError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("{path}: {source}")]
-    Gguf { path: PathBuf, source: GgufError },
-    #[error("{path}: {source}")]
-    Model { path: PathBuf, source: ModelError },
-    #[error("{path}: tokenizer: {source}")]
+    // The causes are fields, not error sources: the message already includes them,
+    // and a source chain would print them twice.
+    /// The GGUF error names the file itself.
+    #[error("{error}")]
+    Gguf { path: PathBuf, error: GgufError },
+    #[error("{path}: {error}")]
+    Model { path: PathBuf, error: ModelError },
+    #[error("{path}: tokenizer: {error}")]
     Tokenizer {
         path: PathBuf,
-        source: TokenizerError,
+        error: TokenizerError,
     },
     #[error("chat template: {0}")]
     Template(#[from] TemplateError),
@@ -174,17 +177,17 @@ pub struct Engine {
 impl Engine {
     pub fn load(path: impl AsRef<Path>, options: &EngineOptions) -> Result<Self, EngineError> {
         let path = path.as_ref().to_path_buf();
-        let gguf = GgufFile::open(&path).map_err(|source| EngineError::Gguf {
+        let gguf = GgufFile::open(&path).map_err(|error| EngineError::Gguf {
             path: path.clone(),
-            source,
+            error,
         })?;
-        let model = Model::load(&gguf).map_err(|source| EngineError::Model {
+        let model = Model::load(&gguf).map_err(|error| EngineError::Model {
             path: path.clone(),
-            source,
+            error,
         })?;
-        let tokenizer = Tokenizer::from_gguf(&gguf).map_err(|source| EngineError::Tokenizer {
+        let tokenizer = Tokenizer::from_gguf(&gguf).map_err(|error| EngineError::Tokenizer {
             path: path.clone(),
-            source,
+            error,
         })?;
         let template = ChatTemplate::from_gguf(&gguf, &tokenizer)?;
         let hp = model.hparams().clone();

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use terse_gguf::writer::GgufWriter;
-use terse_gguf::GgmlType;
+use terse_gguf::{GgmlType, MetaValue};
 
 fn terse(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_terse"))
@@ -104,6 +104,41 @@ fn truncated_gguf_is_a_clean_error() {
         "hi",
     ]);
     assert_clean_failure(&o, "truncated.gguf");
+}
+
+#[test]
+fn mixture_of_experts_and_rope_scaling_are_refused_not_run_wrongly() {
+    for (key, value, needle) in [
+        (
+            "llama.expert_count",
+            MetaValue::from(8u32),
+            "llama.expert_count: a mixture of 8 experts is not supported",
+        ),
+        (
+            "llama.rope.scaling.type",
+            MetaValue::from("yarn"),
+            "llama.rope.scaling.type: RoPE scaling 'yarn' is not supported",
+        ),
+    ] {
+        let mut w = GgufWriter::new();
+        w.add("general.architecture", "llama");
+        w.add("llama.embedding_length", 8u32);
+        w.add("llama.attention.head_count", 2u32);
+        w.add("llama.block_count", 1u32);
+        w.add("llama.feed_forward_length", 16u32);
+        w.add("llama.attention.layer_norm_rms_epsilon", 1e-5f32);
+        w.add(key, value);
+        w.add_tensor("token_embd.weight", GgmlType::F32, &[8, 4], vec![0u8; 128]);
+        let file = scratch_file("moe.gguf", &w.to_bytes());
+        let o = terse(&[
+            "generate",
+            "--model",
+            file.to_str().unwrap(),
+            "--prompt",
+            "hi",
+        ]);
+        assert_clean_failure(&o, needle);
+    }
 }
 
 #[test]

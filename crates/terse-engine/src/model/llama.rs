@@ -1,9 +1,10 @@
 //! Llama family (Llama 2/3, Mistral; Qwen2 loads through here too, see `qwen2.rs`).
 //!
 //! What is special: pre-norm decoder blocks with RMS norm, grouped-query attention,
-//! SwiGLU feed-forward, no biases by default (optional q/k/v biases are read when
-//! present), RoPE on adjacent dimension pairs, and Llama 3's optional per-frequency
-//! divisors (`rope_freqs.weight`).
+//! SwiGLU feed-forward, no biases by default (optional biases on every projection are
+//! read when present, as llama.cpp does), RoPE on adjacent dimension pairs, Llama 3's
+//! optional per-frequency divisors (`rope_freqs.weight`), and an optional attention
+//! scale in place of 1/√head_dim.
 
 use super::layers::{
     add_in_place, attention, matrices_bytes, project, store_kv, swiglu, AttentionShape, Embedding,
@@ -72,11 +73,35 @@ impl Llama {
                         e,
                         v_dim,
                     )?,
-                    wo: Linear::load(gguf, &name("attn_output.weight"), hp.n_head * hv, e)?,
+                    wo: Linear::load_with_bias(
+                        gguf,
+                        &name("attn_output.weight"),
+                        &name("attn_output.bias"),
+                        hp.n_head * hv,
+                        e,
+                    )?,
                     ffn_norm: RmsNorm::load(gguf, &name("ffn_norm.weight"), e, hp.rms_eps)?,
-                    ffn_gate: Linear::load(gguf, &name("ffn_gate.weight"), e, hp.n_ff)?,
-                    ffn_up: Linear::load(gguf, &name("ffn_up.weight"), e, hp.n_ff)?,
-                    ffn_down: Linear::load(gguf, &name("ffn_down.weight"), hp.n_ff, e)?,
+                    ffn_gate: Linear::load_with_bias(
+                        gguf,
+                        &name("ffn_gate.weight"),
+                        &name("ffn_gate.bias"),
+                        e,
+                        hp.n_ff,
+                    )?,
+                    ffn_up: Linear::load_with_bias(
+                        gguf,
+                        &name("ffn_up.weight"),
+                        &name("ffn_up.bias"),
+                        e,
+                        hp.n_ff,
+                    )?,
+                    ffn_down: Linear::load_with_bias(
+                        gguf,
+                        &name("ffn_down.weight"),
+                        &name("ffn_down.bias"),
+                        hp.n_ff,
+                        e,
+                    )?,
                 })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
@@ -100,7 +125,9 @@ impl Llama {
             n_head_kv: hp.n_head_kv,
             head_dim_k: hk,
             head_dim_v: hv,
-            scale: 1.0 / (hk as f32).sqrt(),
+            scale: gguf
+                .opt_f32(&format!("{}.attention.scale", hp.architecture))?
+                .unwrap_or(1.0 / (hk as f32).sqrt()),
             window: None,
         };
         Ok(Llama {

@@ -32,6 +32,8 @@ pub enum ModelError {
     },
     #[error("tensor '{tensor}' has type {ty}, which this engine cannot compute with")]
     UnsupportedTensorType { tensor: String, ty: GgmlType },
+    #[error("{key}: {feature} is not supported by this engine")]
+    UnsupportedFeature { key: String, feature: String },
     #[error("bad hyper-parameter {key}: {detail}")]
     BadHyperParameter { key: String, detail: String },
     #[error(transparent)]
@@ -60,6 +62,22 @@ impl HyperParams {
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self, ModelError> {
         let arch = gguf.architecture()?.to_string();
         let key = |k: &str| format!("{arch}.{k}");
+        // Refuse what the forward passes do not implement rather than run it wrongly.
+        if let Some(experts) = gguf.opt_u32(&key("expert_count"))?.filter(|&n| n > 0) {
+            return Err(ModelError::UnsupportedFeature {
+                key: key("expert_count"),
+                feature: format!("a mixture of {experts} experts"),
+            });
+        }
+        if let Some(scaling) = gguf
+            .opt_str(&key("rope.scaling.type"))?
+            .filter(|&t| t != "none")
+        {
+            return Err(ModelError::UnsupportedFeature {
+                key: key("rope.scaling.type"),
+                feature: format!("RoPE scaling '{scaling}'"),
+            });
+        }
         let n_embd = gguf.get_u32(&key("embedding_length"))? as usize;
         let n_head = gguf.get_u32(&key("attention.head_count"))? as usize;
         let n_head_kv = gguf
