@@ -65,8 +65,12 @@ pub struct Summary {
     pub latency_mean_s: Option<f64>,
     pub latency_p50_s: Option<f64>,
     pub latency_p90_s: Option<f64>,
-    /// Output tokens per second of generation latency.
+    /// Output tokens per second of generation latency: the speed one request sees
+    /// (with concurrency, requests share the machine, so this is per stream).
     pub throughput_tokens_per_s: Option<f64>,
+    /// Output tokens per second of the run's wall time: the speed of the whole run.
+    #[serde(default)]
+    pub output_tokens_per_wall_s: Option<f64>,
     /// Records whose generation came from the cache.
     pub cached: usize,
     /// Wall time of the run, summed over resumed sessions.
@@ -140,6 +144,7 @@ impl Summary {
             latency_p90_s: stats::percentile(&latency, 90.0),
             throughput_tokens_per_s: (latency_total > 0.0)
                 .then(|| output_tokens_total as f64 / latency_total),
+            output_tokens_per_wall_s: (wall_s > 0.0).then(|| output_tokens_total as f64 / wall_s),
             cached: records.iter().filter(|r| r.cached).count(),
             wall_s,
             pass_at_k,
@@ -315,8 +320,12 @@ pub fn render_report(summary: &Summary, records: &[Record]) -> String {
             ),
         ),
         (
-            "throughput (output tokens/s)",
+            "output tokens/s per request (over its latency)",
             fmt_opt(s.throughput_tokens_per_s, 1),
+        ),
+        (
+            "output tokens/s of the run (over wall time)",
+            fmt_opt(s.output_tokens_per_wall_s, 1),
         ),
         ("cached generations", s.cached.to_string()),
         ("wall time (s)", format!("{:.1}", s.wall_s)),
@@ -405,6 +414,7 @@ mod tests {
         assert_eq!(s.output_tokens_correct_mean, Some(200.0));
         assert_eq!(s.tokens_per_correct, Some(500.0));
         assert_eq!(s.throughput_tokens_per_s, Some(500.0));
+        assert_eq!(s.output_tokens_per_wall_s, Some(1000.0 / 12.0));
         assert_eq!(s.rules["hashes"], 2);
         assert_eq!(s.rules["last_number"], 1);
         assert_eq!(s.rules["none"], 1);
