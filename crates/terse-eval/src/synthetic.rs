@@ -285,11 +285,21 @@ pub fn generate_one(difficulty: u8, seed: u64, index: usize) -> Problem {
     let distractors = rng.gen_range(level.distractors.clone());
     let mut kinds = [0usize, 1, 2, 3];
     kinds.shuffle(&mut rng);
+    // Which sentences talk about someone else (a friend distractor).
+    let mut about_friend = vec![false; sentences.len()];
     for (k, &kind) in kinds.iter().take(distractors).enumerate() {
         let sentence = distractor(&mut rng, kind, person, friend(1 + k % 2), plural, &level);
         // Never before the opening sentence, which introduces the quantity.
         let at = rng.gen_range(1..=sentences.len());
         sentences.insert(at, sentence);
+        about_friend.insert(at, distractor_names_a_friend(kind));
+    }
+    // After a sentence about a friend, "he" or "she" would read as the friend: the next
+    // sentence names the person instead.
+    for i in 1..sentences.len() {
+        if about_friend[i - 1] {
+            sentences[i] = name_the_subject(&sentences[i], person);
+        }
     }
 
     let (question, answer, equation) = ending_question(
@@ -504,6 +514,24 @@ fn apply_step(
 
 /// A sentence with an irrelevant number; `kind` picks the template so that one
 /// problem never repeats a distractor.
+/// Whether distractor `kind` (see [`distractor`]) is about a friend rather than the person.
+fn distractor_names_a_friend(kind: usize) -> bool {
+    matches!(kind, 0 | 3)
+}
+
+/// `sentence` with its first subject pronoun of `person` replaced by the name.
+fn name_the_subject(sentence: &str, person: &Person) -> String {
+    let capital = format!("{} ", capitalize(person.subject));
+    if let Some(rest) = sentence.strip_prefix(&capital) {
+        return format!("{} {rest}", person.name);
+    }
+    sentence.replacen(
+        &format!(" {} ", person.subject),
+        &format!(" {} ", person.name),
+        1,
+    )
+}
+
 fn distractor(
     rng: &mut StdRng,
     kind: usize,
@@ -597,6 +625,39 @@ mod tests {
     use super::*;
     use crate::grade::{grade, parse_number, GradeOptions};
     use num_traits::Signed;
+
+    #[test]
+    fn a_sentence_after_a_friend_names_the_person_not_a_pronoun() {
+        let mut checked = 0;
+        for difficulty in 1..=MAX_DIFFICULTY {
+            for index in 0..300 {
+                let p = generate_one(difficulty, 7, index);
+                let sentences: Vec<&str> = p.question.split_inclusive(". ").collect();
+                for pair in sentences.windows(2) {
+                    let friend_first = FRIENDS
+                        .iter()
+                        .any(|f| pair[0].starts_with(&format!("{f} owns")))
+                        || pair[0].starts_with("Last year, ");
+                    if friend_first {
+                        checked += 1;
+                        for pronoun in ["He ", "She ", " he ", " she "] {
+                            assert!(
+                                !pair[1].contains(pronoun),
+                                "{}: '{}' follows '{}'",
+                                p.id,
+                                pair[1],
+                                pair[0]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            checked > 100,
+            "only {checked} friend distractors were checked"
+        );
+    }
 
     fn spec(difficulty: u8, count: usize, seed: u64) -> SyntheticSpec {
         SyntheticSpec {
