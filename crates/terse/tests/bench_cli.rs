@@ -2,8 +2,10 @@
 //! every test with sane numbers, `--profile` names the operations, and the comparison
 //! with llama.cpp runs against the real llama-bench built by `scripts/build-llama-cpp.sh`.
 
+mod common;
+
+use common::llama_cpp_bin_dir;
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 const MODEL: &str = "gemma3-270m";
@@ -44,30 +46,6 @@ fn test_named<'a>(tests: &'a [Value], name: &str) -> &'a Value {
         .iter()
         .find(|t| t["test"] == name)
         .unwrap_or_else(|| panic!("no test {name} in {tests:?}"))
-}
-
-/// The llama.cpp bin directory, built (or found) by the same script CI runs.
-fn llama_cpp_bin_dir() -> PathBuf {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../scripts/build-llama-cpp.sh"
-    );
-    let out = Command::new("bash")
-        .arg(script)
-        .output()
-        .expect("run build-llama-cpp.sh");
-    assert!(
-        out.status.success(),
-        "scripts/build-llama-cpp.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bin = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    PathBuf::from(bin)
 }
 
 #[test]

@@ -2,63 +2,10 @@
 //! `scripts/build-llama-cpp.sh`, which CI runs before the tests), serving the same
 //! default model: the remote path is tested end to end, not against a mock.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-/// Stops the server however the test ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn llama_server() -> PathBuf {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../scripts/build-llama-cpp.sh"
-    );
-    let out = Command::new("bash")
-        .arg(script)
-        .output()
-        .expect("run build-llama-cpp.sh");
-    assert!(
-        out.status.success(),
-        "scripts/build-llama-cpp.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bin = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    PathBuf::from(bin).join("llama-server")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-fn wait_until_healthy(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        if let Ok(resp) = ureq::get(&format!("http://127.0.0.1:{port}/health")).call() {
-            if resp.status() == 200 {
-                return;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!("llama-server on port {port} did not become healthy within 120 s");
-}
+use common::{free_port, llama_cpp_bin_dir, wait_until_healthy, Server};
+use std::process::{Command, Stdio};
 
 #[test]
 fn eval_runs_against_a_llama_cpp_server() {
@@ -67,8 +14,8 @@ fn eval_runs_against_a_llama_cpp_server() {
         .resolve("qwen2.5-coder-0.5b")
         .expect("default model pulled");
     let port = free_port();
-    let _server = Server(
-        Command::new(llama_server())
+    let mut server = Server(
+        Command::new(llama_cpp_bin_dir().join("llama-server"))
             .args([
                 "-m",
                 model.to_str().unwrap(),
@@ -83,7 +30,7 @@ fn eval_runs_against_a_llama_cpp_server() {
             .spawn()
             .expect("start llama-server"),
     );
-    wait_until_healthy(port);
+    wait_until_healthy(&mut server, port, None);
 
     let out = std::env::temp_dir().join(format!("terse-eval-remote-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);

@@ -14,11 +14,13 @@
 //! A second copy also carries a `rope_freqs.weight` table, the per-pair RoPE divisors of
 //! Llama 3 files, so the engine's use of it is checked against llama.cpp's as well.
 
+mod common;
+
+use common::{free_port, llama_cpp_bin_dir, wait_until_healthy, Server};
 use serde_json::{json, Value};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 use terse_engine::sampler::argmax;
 use terse_engine::{Engine, EngineOptions, Outputs, Span};
 use terse_gguf::{GgmlType, GgufFile, GgufWriter};
@@ -46,16 +48,6 @@ struct TempDir(PathBuf);
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Stops the server however the test ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -120,56 +112,6 @@ fn relabel_as_llama(src: &Path, dst: &Path, rope_freqs: Option<fn(usize) -> Vec<
             t.name
         );
     }
-}
-
-fn llama_server() -> PathBuf {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../scripts/build-llama-cpp.sh"
-    );
-    let out = Command::new("bash")
-        .arg(script)
-        .output()
-        .expect("run build-llama-cpp.sh");
-    assert!(
-        out.status.success(),
-        "scripts/build-llama-cpp.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bin = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    PathBuf::from(bin).join("llama-server")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// Waits for the server's /health; if it exits first, fails with the end of its log.
-fn wait_until_healthy(server: &mut Server, port: u16, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        if let Some(status) = server.0.try_wait().expect("poll llama-server") {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-            panic!("llama-server exited with {status} before becoming healthy:\n{tail}");
-        }
-        if let Ok(resp) = ureq::get(&format!("http://127.0.0.1:{port}/health")).call() {
-            if resp.status() == 200 {
-                return;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!("llama-server on port {port} did not become healthy within 120 s");
 }
 
 fn post(port: u16, path: &str, body: Value) -> Value {
@@ -285,7 +227,7 @@ fn check_against_llama_cpp(name: &str, rope_freqs: Option<fn(usize) -> Vec<f32>>
     let log = dir.0.join("llama-server.log");
     let port = free_port();
     let mut server = Server(
-        Command::new(llama_server())
+        Command::new(llama_cpp_bin_dir().join("llama-server"))
             .arg("-m")
             .arg(&model)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
@@ -295,7 +237,7 @@ fn check_against_llama_cpp(name: &str, rope_freqs: Option<fn(usize) -> Vec<f32>>
             .spawn()
             .expect("start llama-server"),
     );
-    wait_until_healthy(&mut server, port, &log);
+    wait_until_healthy(&mut server, port, Some(&log));
 
     let mut engine = Engine::load(
         &model,
