@@ -2,7 +2,7 @@
 //! vs scalar reference, one thread), matmul throughput on the pool, and the
 //! pool's dispatch latency.
 //!
-//! `cargo run --release -p terse-kernels --example kernel_speed [threads]`
+//! `cargo run --release -p terse-kernels --example kernel_speed [threads] [TYPE,…]`
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -55,6 +55,9 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(2);
+    let only: Option<Vec<String>> = std::env::args()
+        .nth(2)
+        .map(|a| a.split(',').map(|t| t.to_ascii_uppercase()).collect());
     let pool = ThreadPool::new(threads);
     println!("simd: {}, pool threads: {}", simd_level(), pool.n_threads());
     let (rows, cols) = (2048, 4096);
@@ -79,6 +82,12 @@ fn main() {
         GgmlType::F16,
         GgmlType::F32,
     ] {
+        if only
+            .as_ref()
+            .is_some_and(|only| !only.iter().any(|t| t == ty.name()))
+        {
+            continue;
+        }
         let data = weights(ty, rows, cols);
         let row_bytes = data.len() / rows;
         let mut act = vec![0u8; activation_row_bytes(ty, cols).unwrap()];

@@ -110,6 +110,17 @@ pub(crate) fn nearest_int(x: f32) -> i32 {
 /// its 12 packed bytes (ggml's `utmp` shuffle): returns `[scales.., mins..]`.
 #[inline(always)]
 pub(crate) fn k4_scales_mins(packed: &[u8]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (dst, word) in out.chunks_exact_mut(4).zip(k4_scales_mins_words(packed)) {
+        dst.copy_from_slice(&word.to_le_bytes());
+    }
+    out
+}
+
+/// [`k4_scales_mins`] as four little-endian words, for SIMD code that moves
+/// them straight into a register.
+#[inline(always)]
+pub(crate) fn k4_scales_mins_words(packed: &[u8]) -> [u32; 4] {
     const KMASK1: u32 = 0x3f3f_3f3f;
     const KMASK2: u32 = 0x0f0f_0f0f;
     const KMASK3: u32 = 0x0303_0303;
@@ -119,11 +130,7 @@ pub(crate) fn k4_scales_mins(packed: &[u8]) -> [u8; 16] {
     utmp[1] = (utmp[2] & KMASK2) | (((utmp[0] >> 6) & KMASK3) << 4);
     utmp[2] = uaux;
     utmp[0] &= KMASK1;
-    let mut out = [0u8; 16];
-    for (dst, word) in out.chunks_exact_mut(4).zip(utmp) {
-        dst.copy_from_slice(&word.to_le_bytes());
-    }
-    out
+    utmp
 }
 
 /// Unpacks the 16 six-bit scales of a Q3_K block (stored biased by 32) from

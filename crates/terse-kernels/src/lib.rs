@@ -181,20 +181,45 @@ pub(crate) const MULTI_TOKENS: usize = 1;
 
 /// Dots one weight row with several activation rows in one pass over the row
 /// (bit-identical to [`vec_dot`] per pair): `(n, weight row, activations,
-/// activation row bytes, activation scales, out)` with `out.len()` rows; the
-/// scales come from [`widen_activation_scales`] over the same rows.
+/// activation row bytes, activation side data, out)` with `out.len()` rows; the
+/// side data comes from [`activation_side_data`] over the same rows.
 pub(crate) type MultiDotFn = fn(usize, &[u8], &[u8], usize, &[f32], &mut [f32]);
 
-/// Appends the f16 block scales of a Q8_0 activation row to `out` as f32 (the
-/// multi-row kernels read them once per matmul rather than once per weight row);
-/// other activation formats keep f32 scales in their blocks and add nothing.
-pub(crate) fn widen_activation_scales(weight: GgmlType, act_row: &[u8], out: &mut Vec<f32>) {
-    if vec_dot_type(weight) == Some(GgmlType::Q8_0) {
-        out.extend(
+/// 32-bit words [`activation_side_data`] appends per activation block for
+/// `weight`.
+pub(crate) fn side_words_per_block(weight: GgmlType) -> usize {
+    match (weight, vec_dot_type(weight)) {
+        (_, Some(GgmlType::Q8_0)) => 1,
+        (GgmlType::Q4_K, _) => 4,
+        _ => 0,
+    }
+}
+
+/// Appends to `out` what the multi-row kernels would otherwise recompute from
+/// an activation row for every weight row (they read it once per matmul):
+/// - Q8_0 activations: each block's f16 scale widened to f32;
+/// - Q8_K activations of Q4_K weights: each block's eight sums over 32
+///   elements (its sixteen 16-element `bsums` added in pairs) as `i16`, two
+///   per word, stored as f32 bit patterns that are only ever reloaded as
+///   integers;
+/// - anything else: nothing.
+pub(crate) fn activation_side_data(weight: GgmlType, act_row: &[u8], out: &mut Vec<f32>) {
+    match side_words_per_block(weight) {
+        1 => out.extend(
             act_row
                 .chunks_exact(blocks::Q8_0_BYTES)
                 .map(|b| f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()),
-        );
+        ),
+        4 => {
+            for block in act_row.chunks_exact(blocks::Q8_K_BYTES) {
+                let bsums = &block[blocks::Q8_K_BSUMS..blocks::Q8_K_BSUMS + 32];
+                let bsum = |i: usize| i16::from_le_bytes([bsums[2 * i], bsums[2 * i + 1]]);
+                // |sum of 32 i8| <= 4064: the pair sum cannot overflow.
+                let sum32 = |k: usize| (bsum(2 * k) + bsum(2 * k + 1)) as u16 as u32;
+                out.extend((0..4).map(|w| f32::from_bits(sum32(2 * w) | sum32(2 * w + 1) << 16)));
+            }
+        }
+        _ => {}
     }
 }
 

@@ -10,8 +10,8 @@
 use crate::blocks;
 use crate::pool::ThreadPool;
 use crate::{
-    activation_row_bytes, is_supported, multi_dot_fn, vec_dot_fn, widen_activation_scales,
-    GgmlType, KernelError, MULTI_TOKENS,
+    activation_row_bytes, activation_side_data, is_supported, multi_dot_fn, vec_dot_fn, GgmlType,
+    KernelError, MULTI_TOKENS,
 };
 
 /// Tokens dotted against one weight row while it is hot in L1.
@@ -191,14 +191,13 @@ pub fn matmul(
             return;
         }
     };
-    ACT_SCALES.with_borrow_mut(|scales| {
-        scales.clear();
+    ACT_SIDE.with_borrow_mut(|side| {
+        side.clear();
         for t in 0..n_tokens {
-            widen_activation_scales(w.ty, &act[t * a_row_bytes..(t + 1) * a_row_bytes], scales);
+            activation_side_data(w.ty, &act[t * a_row_bytes..(t + 1) * a_row_bytes], side);
         }
-        let scales: &[f32] = scales;
-        // Q8_0 activations have one scale per block; other formats none here.
-        let scales_per_token = scales.len() / n_tokens;
+        let side: &[f32] = side;
+        let side_per_token = side.len() / n_tokens;
         pool.run(n_tasks, &|task| {
             let mut t0 = 0;
             while t0 < n_tokens {
@@ -214,7 +213,7 @@ pub fn matmul(
                             w_row,
                             &act[t * a_row_bytes..],
                             a_row_bytes,
-                            &scales[t * scales_per_token..],
+                            &side[t * side_per_token..],
                             &mut values[..n],
                         );
                         for (j, &v) in values[..n].iter().enumerate() {
@@ -230,7 +229,7 @@ pub fn matmul(
 }
 
 thread_local! {
-    /// Activation block scales widened to f32 for the current matmul (reused, so
-    /// decoding allocates nothing per token).
-    static ACT_SCALES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The activation side data of the current matmul (reused, so batched
+    /// decoding allocates nothing per step).
+    static ACT_SIDE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }

@@ -71,13 +71,17 @@ q8_0_family!(q5_0_rows, Q5_0_BYTES, |xb| {
 });
 q8_0_family!(q8_0_rows, Q8_0_BYTES, |xb| load256(xb.add(2)));
 
+/// `sums32` holds each token's per-block 32-element activation sums (four
+/// words per block, token-major, see [`crate::activation_side_data`]): the
+/// single-row kernel folds them out of `bsums` for every weight row, which here
+/// cost as much as the dot products themselves.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_k_rows<const N: usize>(
     nb: usize,
     x: *const u8,
     acts: *const u8,
     a_row_bytes: usize,
-    _yd: *const f32,
+    sums32: *const f32,
     out: &mut [f32],
 ) {
     let ys = rows::<N>(acts, a_row_bytes);
@@ -91,25 +95,7 @@ unsafe fn q4_k_rows<const N: usize>(
             _mm_cvtss_f32(d_dmin),
             _mm_cvtss_f32(_mm_movehdup_ps(d_dmin)),
         );
-        let sm = k4_scales_mins(std::slice::from_raw_parts(xb.add(4), 12));
-        let mins = _mm256_extracti128_si256(
-            _mm256_cvtepu8_epi16(_mm_loadu_si128(sm.as_ptr() as *const __m128i)),
-            1,
-        );
-        let mut d = [0.0f32; N];
-        for j in 0..N {
-            let yb = ys[j].add(i * Q8_K_BYTES);
-            let yd = (yb as *const f32).read_unaligned();
-            d[j] = yd * xd;
-            let dmin = -yd * xdmin;
-            let q8sums = load256(yb.add(Q8_K_BSUMS));
-            let q8s = _mm_hadd_epi16(
-                _mm256_castsi256_si128(q8sums),
-                _mm256_extracti128_si256(q8sums, 1),
-            );
-            let prod = _mm_madd_epi16(mins, q8s);
-            acc_m[j] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[j]);
-        }
+        let (mins, sm) = k4_mins_scales(xb.add(4));
         let mut sumi = [_mm256_setzero_si256(); N];
         for k in 0..QK_K / 64 {
             let scale_l = _mm256_set1_epi16(sm[2 * k] as i16);
@@ -126,7 +112,11 @@ unsafe fn q4_k_rows<const N: usize>(
             }
         }
         for j in 0..N {
-            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d[j]), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
+            let yd = (ys[j].add(i * Q8_K_BYTES) as *const f32).read_unaligned();
+            let q8s = _mm_loadu_si128(sums32.add((j * nb + i) * 4) as *const __m128i);
+            let prod = _mm_madd_epi16(mins, q8s);
+            acc_m[j] = _mm_fmadd_ps(_mm_set1_ps(-yd * xdmin), _mm_cvtepi32_ps(prod), acc_m[j]);
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(yd * xd), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
         }
     }
     for j in 0..N {
@@ -142,19 +132,19 @@ unsafe fn q6_k_rows<const N: usize>(
     x: *const u8,
     acts: *const u8,
     a_row_bytes: usize,
-    _yd: *const f32,
+    _side: *const f32,
     out: &mut [f32],
 ) {
     let ys = rows::<N>(acts, a_row_bytes);
     let m4 = _mm256_set1_epi8(0xF);
     let m3 = _mm256_set1_epi8(3);
-    let m32s = _mm256_set1_epi8(32);
     let mut acc = [_mm256_setzero_ps(); N];
     for i in 0..nb {
         let xb = x.add(i * Q6_K_BYTES);
         let xd = fp16(xb.add(208));
-        let sc = std::slice::from_raw_parts(xb.add(192), 16);
-        let mut sumi = [_mm256_setzero_si256(); N];
+        let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(xb.add(192) as *const __m128i));
+        let mut sumi: [__m256i; N] =
+            std::array::from_fn(|j| q6_k_offset(scales16, ys[j].add(i * Q8_K_BYTES + Q8_K_BSUMS)));
         for h in 0..QK_K / 128 {
             let q4bits1 = load256(xb.add(64 * h));
             let q4bits2 = load256(xb.add(64 * h + 32));
@@ -170,15 +160,10 @@ unsafe fn q6_k_rows<const N: usize>(
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits2, 4), m4), q4h_3),
             ];
             for (k, q) in quants.into_iter().enumerate() {
-                let scale = scale_pair(
-                    sc[8 * h + 2 * k] as i8 as i16,
-                    sc[8 * h + 2 * k + 1] as i8 as i16,
-                );
+                let scale = q6_k_scale_pair(scales16, 4 * h + k);
                 for j in 0..N {
                     let q8k = load256(ys[j].add(i * Q8_K_BYTES + Q8_K_QS + 128 * h + 32 * k));
-                    // Quants are stored +32: subtract 32·q8 to re-centre them.
-                    let q8s = _mm256_maddubs_epi16(m32s, q8k);
-                    let p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q, q8k), q8s);
+                    let p16 = _mm256_maddubs_epi16(q, q8k);
                     sumi[j] = _mm256_add_epi32(sumi[j], _mm256_madd_epi16(scale, p16));
                 }
             }
@@ -194,16 +179,16 @@ unsafe fn q6_k_rows<const N: usize>(
 }
 
 /// Defines a safe multi-row dot: checks the rows cover `n / $block` blocks (and
-/// the widened scales, for Q8_0 activations), then runs the kernel instantiated
-/// for the number of tokens.
+/// the activation side data its kernel reads), then runs the kernel
+/// instantiated for the number of tokens.
 macro_rules! multi_dot {
-    ($name:ident, $kernel:ident, $block:expr, $w_bytes:expr, $a_bytes:expr, $scales:expr) => {
+    ($name:ident, $kernel:ident, $block:expr, $w_bytes:expr, $a_bytes:expr, $side_words:expr) => {
         fn $name(
             n: usize,
             w: &[u8],
             acts: &[u8],
             a_row_bytes: usize,
-            act_scales: &[f32],
+            act_side: &[f32],
             out: &mut [f32],
         ) {
             let nb = n / $block;
@@ -213,33 +198,33 @@ macro_rules! multi_dot {
                     && w.len() >= nb * $w_bytes
                     && a_row_bytes >= nb * $a_bytes
                     && acts.len() >= (n_tok - 1) * a_row_bytes + nb * $a_bytes
-                    && (!$scales || act_scales.len() >= n_tok * nb),
+                    && act_side.len() >= n_tok * nb * $side_words,
                 "multi-row dot: rows shorter than n elements"
             );
-            let (x, y, yd) = (w.as_ptr(), acts.as_ptr(), act_scales.as_ptr());
+            let (x, y, side) = (w.as_ptr(), acts.as_ptr(), act_side.as_ptr());
             // SAFETY: every row covers nb blocks (checked above) and this function
             // is only reachable through `multi_dot_fn`, which requires `available()`.
             unsafe {
                 match n_tok {
-                    1 => $kernel::<1>(nb, x, y, a_row_bytes, yd, out),
-                    2 => $kernel::<2>(nb, x, y, a_row_bytes, yd, out),
-                    3 => $kernel::<3>(nb, x, y, a_row_bytes, yd, out),
-                    4 => $kernel::<4>(nb, x, y, a_row_bytes, yd, out),
-                    5 => $kernel::<5>(nb, x, y, a_row_bytes, yd, out),
-                    6 => $kernel::<6>(nb, x, y, a_row_bytes, yd, out),
-                    7 => $kernel::<7>(nb, x, y, a_row_bytes, yd, out),
-                    _ => $kernel::<8>(nb, x, y, a_row_bytes, yd, out),
+                    1 => $kernel::<1>(nb, x, y, a_row_bytes, side, out),
+                    2 => $kernel::<2>(nb, x, y, a_row_bytes, side, out),
+                    3 => $kernel::<3>(nb, x, y, a_row_bytes, side, out),
+                    4 => $kernel::<4>(nb, x, y, a_row_bytes, side, out),
+                    5 => $kernel::<5>(nb, x, y, a_row_bytes, side, out),
+                    6 => $kernel::<6>(nb, x, y, a_row_bytes, side, out),
+                    7 => $kernel::<7>(nb, x, y, a_row_bytes, side, out),
+                    _ => $kernel::<8>(nb, x, y, a_row_bytes, side, out),
                 }
             }
         }
     };
 }
 
-multi_dot!(multi_q4_0, q4_0_rows, QK, Q4_0_BYTES, Q8_0_BYTES, true);
-multi_dot!(multi_q5_0, q5_0_rows, QK, Q5_0_BYTES, Q8_0_BYTES, true);
-multi_dot!(multi_q8_0, q8_0_rows, QK, Q8_0_BYTES, Q8_0_BYTES, true);
-multi_dot!(multi_q4_k, q4_k_rows, QK_K, Q4_K_BYTES, Q8_K_BYTES, false);
-multi_dot!(multi_q6_k, q6_k_rows, QK_K, Q6_K_BYTES, Q8_K_BYTES, false);
+multi_dot!(multi_q4_0, q4_0_rows, QK, Q4_0_BYTES, Q8_0_BYTES, 1);
+multi_dot!(multi_q5_0, q5_0_rows, QK, Q5_0_BYTES, Q8_0_BYTES, 1);
+multi_dot!(multi_q8_0, q8_0_rows, QK, Q8_0_BYTES, Q8_0_BYTES, 1);
+multi_dot!(multi_q4_k, q4_k_rows, QK_K, Q4_K_BYTES, Q8_K_BYTES, 4);
+multi_dot!(multi_q6_k, q6_k_rows, QK_K, Q6_K_BYTES, Q8_K_BYTES, 0);
 
 /// The multi-row kernel for `weight`, where one exists on this CPU.
 pub(crate) fn multi_dot_fn(weight: GgmlType) -> Option<MultiDotFn> {
@@ -308,7 +293,7 @@ mod tests {
             }
             let mut scales = Vec::new();
             for t in 0..MAX_TOKENS {
-                crate::widen_activation_scales(ty, &acts[t * arb..(t + 1) * arb], &mut scales);
+                crate::activation_side_data(ty, &acts[t * arb..(t + 1) * arb], &mut scales);
             }
             for n_tok in 1..=MAX_TOKENS {
                 let mut out = vec![0.0f32; n_tok];
