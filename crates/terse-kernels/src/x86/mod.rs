@@ -188,18 +188,52 @@ unsafe fn k4_mins_scales(packed: *const u8) -> (__m128i, [u8; 8]) {
 
 // ------------------------------------------------------ 32-element formats
 
+/// `Σ_b d_b · s_b` over `$nb` blocks, where `$block` yields `(d_b, s_b)` for
+/// block `$ib`, taken two blocks at a time: `d1·s1 + d0·s0` (one multiply, one
+/// FMA) is added to the accumulator once per pair. One FMA per block into a
+/// single accumulator made these kernels wait on FMA latency; this halves the
+/// loop-carried chain. The multi-row kernels in `tiles` pair blocks the same
+/// way, so their results stay bit-identical to these.
+macro_rules! sum_block_pairs {
+    ($nb:expr, |$ib:ident| $block:expr) => {{
+        let nb = $nb;
+        let mut acc = _mm256_setzero_ps();
+        let mut first = 0;
+        while first + 1 < nb {
+            let (d0, s0) = {
+                let $ib = first;
+                $block
+            };
+            let (d1, s1) = {
+                let $ib = first + 1;
+                $block
+            };
+            acc = _mm256_add_ps(acc, _mm256_fmadd_ps(d1, s1, _mm256_mul_ps(d0, s0)));
+            first += 2;
+        }
+        if first < nb {
+            let (d, s) = {
+                let $ib = first;
+                $block
+            };
+            acc = _mm256_fmadd_ps(d, s, acc);
+        }
+        acc
+    }};
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_0_q8_0(nb: usize, x: *const u8, y: *const u8) -> f32 {
     let off = _mm256_set1_epi8(8);
-    let mut acc = _mm256_setzero_ps();
-    for ib in 0..nb {
+    let acc = sum_block_pairs!(nb, |ib| {
         let xb = x.add(ib * Q4_0_BYTES);
         let yb = y.add(ib * Q8_0_BYTES);
-        let d = scale_product(xb, yb);
         let qx = _mm256_sub_epi8(bytes_from_nibbles_32(xb.add(2)), off);
-        let qy = load256(yb.add(2));
-        acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
-    }
+        (
+            scale_product(xb, yb),
+            mul_sum_i8_pairs_float(qx, load256(yb.add(2))),
+        )
+    });
     hsum_float_8(acc)
 }
 
@@ -222,17 +256,17 @@ unsafe fn q4_1_q8_1(nb: usize, x: *const u8, y: *const u8) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q5_0_q8_0(nb: usize, x: *const u8, y: *const u8) -> f32 {
     let high = _mm256_set1_epi8(0xF0u8 as i8);
-    let mut acc = _mm256_setzero_ps();
-    for ib in 0..nb {
+    let acc = sum_block_pairs!(nb, |ib| {
         let xb = x.add(ib * Q5_0_BYTES);
         let yb = y.add(ib * Q8_0_BYTES);
-        let d = scale_product(xb, yb);
         // A clear fifth bit means value - 16 < 0: fill the high nibble with ones.
         let bxhi = _mm256_andnot_si256(bytes_from_bits_32(xb.add(2)), high);
         let qx = _mm256_or_si256(bytes_from_nibbles_32(xb.add(6)), bxhi);
-        let qy = load256(yb.add(2));
-        acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(qx, qy), acc);
-    }
+        (
+            scale_product(xb, yb),
+            mul_sum_i8_pairs_float(qx, load256(yb.add(2))),
+        )
+    });
     hsum_float_8(acc)
 }
 
@@ -256,14 +290,14 @@ unsafe fn q5_1_q8_1(nb: usize, x: *const u8, y: *const u8) -> f32 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_0_q8_0(nb: usize, x: *const u8, y: *const u8) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for ib in 0..nb {
+    let acc = sum_block_pairs!(nb, |ib| {
         let xb = x.add(ib * Q8_0_BYTES);
         let yb = y.add(ib * Q8_0_BYTES);
-        let d = scale_product(xb, yb);
-        let q = mul_sum_i8_pairs_float(load256(xb.add(2)), load256(yb.add(2)));
-        acc = _mm256_fmadd_ps(d, q, acc);
-    }
+        (
+            scale_product(xb, yb),
+            mul_sum_i8_pairs_float(load256(xb.add(2)), load256(yb.add(2))),
+        )
+    });
     hsum_float_8(acc)
 }
 

@@ -38,14 +38,40 @@ macro_rules! q8_0_family {
         ) {
             let ys = rows::<N>(acts, a_row_bytes);
             let mut acc = [_mm256_setzero_ps(); N];
-            for ib in 0..nb {
-                let $xb = x.add(ib * $w_bytes);
+            // Blocks in pairs, exactly as `sum_block_pairs!` in the single-row kernels.
+            let mut first = 0;
+            while first + 1 < nb {
+                let (dx0, qx0) = {
+                    let $xb = x.add(first * $w_bytes);
+                    (fp16($xb), $unpack)
+                };
+                let (dx1, qx1) = {
+                    let $xb = x.add((first + 1) * $w_bytes);
+                    (fp16($xb), $unpack)
+                };
+                let (ax0, ax1) = (_mm256_sign_epi8(qx0, qx0), _mm256_sign_epi8(qx1, qx1));
+                for j in 0..N {
+                    let yb = ys[j].add(first * Q8_0_BYTES);
+                    let d0 = _mm256_set1_ps(dx0 * *yd.add(j * nb + first));
+                    let d1 = _mm256_set1_ps(dx1 * *yd.add(j * nb + first + 1));
+                    let s0 =
+                        mul_sum_us8_pairs_float(ax0, _mm256_sign_epi8(load256(yb.add(2)), qx0));
+                    let s1 = mul_sum_us8_pairs_float(
+                        ax1,
+                        _mm256_sign_epi8(load256(yb.add(Q8_0_BYTES + 2)), qx1),
+                    );
+                    acc[j] = _mm256_add_ps(acc[j], _mm256_fmadd_ps(d1, s1, _mm256_mul_ps(d0, s0)));
+                }
+                first += 2;
+            }
+            if first < nb {
+                let $xb = x.add(first * $w_bytes);
                 let dx = fp16($xb);
                 let qx: __m256i = $unpack;
                 let ax = _mm256_sign_epi8(qx, qx);
                 for j in 0..N {
-                    let yb = ys[j].add(ib * Q8_0_BYTES);
-                    let d = _mm256_set1_ps(dx * *yd.add(j * nb + ib));
+                    let yb = ys[j].add(first * Q8_0_BYTES);
+                    let d = _mm256_set1_ps(dx * *yd.add(j * nb + first));
                     let sy = _mm256_sign_epi8(load256(yb.add(2)), qx);
                     acc[j] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(ax, sy), acc[j]);
                 }
