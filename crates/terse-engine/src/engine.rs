@@ -71,6 +71,10 @@ pub struct EngineOptions {
     pub kv_capacity_tokens: usize,
 }
 
+/// Most prompt tokens [`Engine::generate`] puts in one forward pass (llama.cpp's
+/// default micro-batch): the pass's scratch grows with its token count.
+pub const PREFILL_CHUNK_TOKENS: usize = 512;
+
 /// Which outputs a span wants back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outputs {
@@ -443,7 +447,20 @@ impl Engine {
         }
         let start = Instant::now();
         let mut pos = self.kv.len(seq)?;
-        let mut next_input: Vec<u32> = prompt.to_vec();
+        // A long prompt goes in slices, so the pass's scratch (activations of every
+        // token in it) stays bounded; each token's result is the same either way.
+        let split = prompt.len().saturating_sub(1) / PREFILL_CHUNK_TOKENS * PREFILL_CHUNK_TOKENS;
+        for chunk in prompt[..split].chunks(PREFILL_CHUNK_TOKENS) {
+            self.forward(&[Span {
+                seq,
+                tokens: chunk,
+                start_pos: pos,
+                outputs: Outputs::None,
+                hidden: false,
+            }])?;
+            pos += chunk.len();
+        }
+        let mut next_input: Vec<u32> = prompt[split..].to_vec();
         let mut reason = StopReason::MaxTokens;
         while generated.len() < max_tokens {
             let out = self.forward(&[Span {

@@ -11,6 +11,7 @@ pub mod sampler;
 pub use batch::{BatchScheduler, Generation, GenerationRequest, RequestId};
 pub use engine::{
     Engine, EngineError, EngineOptions, GenerationStats, Outputs, Span, StepOutput, StopReason,
+    PREFILL_CHUNK_TOKENS,
 };
 pub use kv_cache::SeqId;
 pub use profile::{Profile, ProfileEntry};

@@ -192,3 +192,51 @@ fn hidden_states_come_back_when_asked() {
     assert_eq!(out.logits(0).len(), 3 * out.n_vocab());
     assert!(out.hidden(0).iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn a_long_prompt_prefilled_in_slices_matches_one_pass() {
+    let mut engine = load("qwen2.5-coder-0.5b");
+    let g = golden("qwen2.5-coder-0.5b");
+    let cases = g["greedy"].as_array().unwrap();
+    let prompt: Vec<u32> = cases
+        .iter()
+        .cycle()
+        .flat_map(|c| ids(&c["prompt_ids"]))
+        .take(terse_engine::PREFILL_CHUNK_TOKENS + 90)
+        .collect();
+
+    let seq = engine.new_sequence();
+    let one_pass = last_logits(&mut engine, seq, &prompt, 0);
+    engine.free(seq).expect("free");
+
+    // `generate` slices a prompt longer than PREFILL_CHUNK_TOKENS; its first token
+    // comes from the last slice's logits.
+    let mut sampler =
+        terse_engine::sampler::Sampler::new(terse_engine::sampler::SamplerConfig::greedy());
+    let (generated, _, stats) = engine
+        .generate(&prompt, &mut sampler, 1, |_| true)
+        .expect("generate");
+    assert_eq!(stats.prompt_tokens, prompt.len());
+    assert_eq!(generated, vec![argmax(&one_pass)]);
+
+    let seq = engine.new_sequence();
+    let (head, tail) = prompt.split_at(terse_engine::PREFILL_CHUNK_TOKENS);
+    engine
+        .forward(&[Span {
+            seq,
+            tokens: head,
+            start_pos: 0,
+            outputs: Outputs::None,
+            hidden: false,
+        }])
+        .expect("first slice");
+    let sliced = last_logits(&mut engine, seq, tail, head.len());
+    assert!(
+        one_pass
+            .iter()
+            .zip(&sliced)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "slicing the prefill changed the logits (max diff {})",
+        max_rel_diff(&one_pass, &sliced)
+    );
+}

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use terse_engine::kv_cache::BLOCK_TOKENS;
 use terse_engine::sampler::argmax;
-use terse_engine::{Engine, EngineOptions, Outputs, SeqId, Span, StepOutput};
+use terse_engine::{Engine, EngineOptions, Outputs, SeqId, Span, StepOutput, PREFILL_CHUNK_TOKENS};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -66,8 +66,6 @@ pub struct BenchArgs {
     pub profile: bool,
 }
 
-/// Prompt tokens per forward pass, as llama.cpp's default micro-batch.
-const UBATCH_TOKENS: usize = 512;
 /// Seeds the prompt tokens, so every run and every build times the same input.
 const TOKEN_SEED: u64 = 0x7e55e;
 /// Prompt lengths of the mixed test are spread evenly over this range.
@@ -554,12 +552,15 @@ fn mixed_tokens(prompts: &[Vec<u32>], gen: usize) -> usize {
 /// Prefills `tokens` into the empty `seq` in micro-batches, asking for the logits of
 /// the last token only, as llama-bench does.
 fn prefill<'e>(engine: &'e mut Engine, seq: SeqId, tokens: &[u32]) -> Result<&'e StepOutput> {
-    let last_start = tokens.len().saturating_sub(1) / UBATCH_TOKENS * UBATCH_TOKENS;
-    for (i, chunk) in tokens[..last_start].chunks(UBATCH_TOKENS).enumerate() {
+    let last_start = tokens.len().saturating_sub(1) / PREFILL_CHUNK_TOKENS * PREFILL_CHUNK_TOKENS;
+    for (i, chunk) in tokens[..last_start]
+        .chunks(PREFILL_CHUNK_TOKENS)
+        .enumerate()
+    {
         engine.forward(&[Span {
             seq,
             tokens: chunk,
-            start_pos: i * UBATCH_TOKENS,
+            start_pos: i * PREFILL_CHUNK_TOKENS,
             outputs: Outputs::None,
             hidden: false,
         }])?;
