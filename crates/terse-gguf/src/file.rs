@@ -12,7 +12,7 @@ use memmap2::Mmap;
 use crate::error::GgufError;
 use crate::parse::{parse, Parsed};
 use crate::types::GgmlType;
-use crate::value::{MetaArray, MetaValue};
+use crate::value::{MetaArray, MetaValue, StrArray};
 
 /// Where one tensor's data lives and how it is laid out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,7 +205,7 @@ impl GgufFile {
         }
     }
 
-    pub fn get_str_array(&self, key: &str) -> Result<&[String], GgufError> {
+    pub fn get_str_array(&self, key: &str) -> Result<&StrArray, GgufError> {
         match self.require(key)? {
             MetaValue::Array(MetaArray::String(v)) => Ok(v),
             other => Err(wrong_type(key, "array of string", other)),

@@ -19,7 +19,7 @@ pub mod writer;
 pub use error::GgufError;
 pub use file::{GgufFile, TensorInfo};
 pub use types::GgmlType;
-pub use value::{MetaArray, MetaValue};
+pub use value::{MetaArray, MetaValue, StrArray};
 pub use writer::GgufWriter;
 
 /// Deepest nesting of arrays of arrays that the reader accepts.

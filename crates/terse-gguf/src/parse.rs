@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use crate::error::GgufError;
 use crate::file::{value_as_u32, TensorInfo};
 use crate::types::GgmlType;
-use crate::value::{type_id, MetaArray, MetaValue};
+use crate::value::{type_id, MetaArray, MetaValue, StrArray};
 
 /// `"GGUF"` as it appears at offset 0.
 pub(crate) const MAGIC: [u8; 4] = *b"GGUF";
@@ -314,9 +314,9 @@ fn read_array(cur: &mut Cursor<'_>, key: &str, depth: usize) -> Result<MetaArray
         type_id::F64 => MetaArray::F64(cur.numbers(n, &what, f64::from_le_bytes)?),
         type_id::BOOL => MetaArray::Bool(cur.numbers(n, &what, |b: [u8; 1]| b != [0])?),
         type_id::STRING => {
-            let mut strings = Vec::with_capacity(n);
+            let mut strings = StrArray::with_capacity(n, 0);
             for j in 0..n {
-                strings.push(cur.string(&|| format!("element {j} of array '{key}'"))?);
+                strings.push(cur.str(&|| format!("element {j} of array '{key}'"))?);
             }
             MetaArray::String(strings)
         }
@@ -429,11 +429,15 @@ impl<'a> Cursor<'a> {
 
     /// A u64-length-prefixed UTF-8 string.
     fn string(&mut self, what: What<'_>) -> Result<String, GgufError> {
+        self.str(what).map(str::to_owned)
+    }
+
+    fn str(&mut self, what: What<'_>) -> Result<&'a str, GgufError> {
         let len = self.u64(&|| format!("length of {}", what()))?;
         let start = self.offset();
         let bytes = self.take(len, what)?;
         match std::str::from_utf8(bytes) {
-            Ok(s) => Ok(s.to_owned()),
+            Ok(s) => Ok(s),
             Err(e) => Err(GgufError::InvalidUtf8 {
                 what: what(),
                 offset: start + e.valid_up_to() as u64,

@@ -56,8 +56,84 @@ pub enum MetaArray {
     F32(Vec<f32>),
     F64(Vec<f64>),
     Bool(Vec<bool>),
-    String(Vec<String>),
+    String(StrArray),
     Array(Vec<MetaArray>),
+}
+
+/// An array of strings kept as one text buffer and end offsets. A 262k-token
+/// vocabulary as `Vec<String>` costs one heap allocation per token, several
+/// times the bytes of the text itself.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct StrArray {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl StrArray {
+    /// An empty array with room for `n` strings of `bytes` bytes in all.
+    pub fn with_capacity(n: usize, bytes: usize) -> Self {
+        StrArray {
+            text: String::with_capacity(bytes),
+            ends: Vec::with_capacity(n),
+        }
+    }
+
+    pub fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.ends.push(self.text.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// String `i`, if there is one.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        self.text.get(start..end)
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        (0..self.len()).map(|i| self.get(i).unwrap_or_default())
+    }
+
+    /// Bytes of text in all strings together.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+}
+
+impl fmt::Debug for StrArray {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for StrArray {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let mut out = StrArray::default();
+        for s in iter {
+            out.push(s.as_ref());
+        }
+        out
+    }
+}
+
+impl From<Vec<String>> for StrArray {
+    fn from(v: Vec<String>) -> Self {
+        v.iter().collect()
+    }
+}
+
+impl<S: AsRef<str>> PartialEq<[S]> for StrArray {
+    fn eq(&self, other: &[S]) -> bool {
+        self.len() == other.len() && self.iter().zip(other).all(|(a, b)| a == b.as_ref())
+    }
 }
 
 impl MetaValue {
@@ -256,8 +332,32 @@ macro_rules! impl_from {
 
 impl_from!(
     u8 => U8, i8 => I8, u16 => U16, i16 => I16, u32 => U32, i32 => I32,
-    u64 => U64, i64 => I64, f32 => F32, f64 => F64, bool => Bool, String => String,
+    u64 => U64, i64 => I64, f32 => F32, f64 => F64, bool => Bool,
 );
+
+impl From<String> for MetaValue {
+    fn from(v: String) -> Self {
+        MetaValue::String(v)
+    }
+}
+
+impl From<Vec<String>> for MetaArray {
+    fn from(v: Vec<String>) -> Self {
+        MetaArray::String(v.into())
+    }
+}
+
+impl From<Vec<String>> for MetaValue {
+    fn from(v: Vec<String>) -> Self {
+        MetaValue::Array(v.into())
+    }
+}
+
+impl From<StrArray> for MetaValue {
+    fn from(v: StrArray) -> Self {
+        MetaValue::Array(MetaArray::String(v))
+    }
+}
 
 impl From<&str> for MetaValue {
     fn from(v: &str) -> Self {
@@ -280,6 +380,19 @@ impl From<Vec<MetaArray>> for MetaArray {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn str_array_keeps_every_string_including_empty_ones() {
+        let a = StrArray::from_iter(["a", "", "ccc", "▁x"]);
+        assert_eq!(a.len(), 4);
+        assert_eq!(a.get(1), Some(""));
+        assert_eq!(a.get(3), Some("▁x"));
+        assert_eq!(a.get(4), None);
+        assert_eq!(a.iter().collect::<Vec<_>>(), ["a", "", "ccc", "▁x"]);
+        assert_eq!(a.text_len(), 1 + 3 + "▁x".len());
+        assert_eq!(format!("{a:?}"), r#"["a", "", "ccc", "▁x"]"#);
+        assert!(StrArray::default().is_empty());
+    }
 
     #[test]
     fn display_is_short() {

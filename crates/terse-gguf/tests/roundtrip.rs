@@ -63,7 +63,7 @@ fn nested_arrays_round_trip() {
     let nested = MetaArray::Array(vec![
         MetaArray::U8(vec![1, 2, 3]),
         MetaArray::Array(vec![
-            MetaArray::String(vec!["deep".to_owned()]),
+            MetaArray::from(vec!["deep".to_owned()]),
             MetaArray::Array(vec![]),
         ]),
         MetaArray::F64(vec![]),
@@ -231,7 +231,13 @@ fn float_bool_and_string_getters() {
 #[test]
 fn array_getters_check_element_type() {
     let f = getter_file();
-    assert_eq!(f.get_str_array("tokens").unwrap(), ["a", "b"]);
+    assert_eq!(
+        f.get_str_array("tokens")
+            .unwrap()
+            .iter()
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
     assert_eq!(f.get_f32_array("scores").unwrap(), [0.5, -0.5]);
     assert_eq!(f.get_i32_array("types").unwrap(), [1, 3]);
     assert_eq!(f.get_array("types").unwrap().len(), 2);

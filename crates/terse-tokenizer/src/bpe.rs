@@ -6,6 +6,8 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
+use terse_gguf::StrArray;
+
 use crate::pretokenize::PreTokenizer;
 use crate::unicode::byte_to_char_table;
 use crate::vocab::Vocab;
@@ -33,21 +35,21 @@ const NONE: usize = usize::MAX;
 impl Bpe {
     /// Parses the merges; each line is split at its first space after the first
     /// byte, as llama.cpp does. The first occurrence of a pair keeps its rank.
-    pub fn new(pre: PreTokenizer, merges: &[String]) -> Result<Self, TokenizerError> {
+    pub fn new(pre: PreTokenizer, merges: &StrArray) -> Result<Self, TokenizerError> {
         let mut ranks = HashMap::with_capacity(merges.len());
         for (index, line) in merges.iter().enumerate() {
             let has_split = line.char_indices().skip(1).any(|(_, c)| c == ' ');
             if !has_split {
                 return Err(TokenizerError::BadMerge {
                     index,
-                    text: line.clone(),
+                    text: line.to_owned(),
                 });
             }
             let rank = u32::try_from(index).map_err(|_| TokenizerError::BadMerge {
                 index,
-                text: line.clone(),
+                text: line.to_owned(),
             })?;
-            ranks.entry(line.as_str().into()).or_insert(rank);
+            ranks.entry(line.into()).or_insert(rank);
         }
         Ok(Bpe {
             pre,
@@ -202,13 +204,13 @@ mod tests {
     use super::*;
 
     fn vocab(tokens: &[&str]) -> Vocab {
-        Vocab::new(tokens.iter().map(|t| t.to_string()).collect(), None, None).unwrap()
+        Vocab::new(&tokens.iter().collect(), None, None).unwrap()
     }
 
     #[test]
     fn lowest_rank_merges_first() {
         let v = vocab(&["a", "b", "c", "ab", "bc", "abc"]);
-        let merges = ["b c", "a b", "a bc"].map(String::from);
+        let merges = StrArray::from_iter(["b c", "a b", "a bc"]);
         let bpe = Bpe::new(PreTokenizer::Gpt2, &merges).unwrap();
         let mut out = Vec::new();
         bpe.tokenize(&v, "abc", &mut out);
@@ -219,7 +221,7 @@ mod tests {
     #[test]
     fn ties_merge_leftmost_first() {
         let v = vocab(&["a", "aa", "aaa"]);
-        let merges = ["a a"].map(String::from);
+        let merges = StrArray::from_iter(["a a"]);
         let bpe = Bpe::new(PreTokenizer::Gpt2, &merges).unwrap();
         let mut out = Vec::new();
         bpe.tokenize(&v, "aaa", &mut out);
@@ -229,7 +231,7 @@ mod tests {
     #[test]
     fn spaces_are_byte_encoded_before_merging() {
         let v = vocab(&["Ġ", "h", "i", "Ġh", "Ġhi"]);
-        let merges = ["Ġ h", "Ġh i"].map(String::from);
+        let merges = StrArray::from_iter(["Ġ h", "Ġh i"]);
         let bpe = Bpe::new(PreTokenizer::Gpt2, &merges).unwrap();
         let mut out = Vec::new();
         bpe.tokenize(&v, " hi", &mut out);
@@ -238,7 +240,7 @@ mod tests {
 
     #[test]
     fn merge_without_separator_is_rejected_with_index() {
-        let merges = ["a b", "ab"].map(String::from);
+        let merges = StrArray::from_iter(["a b", "ab"]);
         let err = Bpe::new(PreTokenizer::Gpt2, &merges).err().unwrap();
         assert!(
             matches!(err, TokenizerError::BadMerge { index: 1, .. }),

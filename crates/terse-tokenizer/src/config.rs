@@ -1,7 +1,7 @@
 //! [`TokenizerConfig`]: everything a tokenizer is built from, read out of GGUF
 //! metadata with llama.cpp's defaults for absent keys.
 
-use terse_gguf::{GgufFile, MetaArray, MetaValue};
+use terse_gguf::{GgufFile, MetaArray, MetaValue, StrArray};
 
 use crate::TokenizerError;
 
@@ -13,10 +13,10 @@ pub struct TokenizerConfig {
     pub model: String,
     /// `tokenizer.ggml.pre`: the BPE pre-tokenizer; `None` means llama.cpp's `default`.
     pub pre: Option<String>,
-    pub tokens: Vec<String>,
+    pub tokens: StrArray,
     pub scores: Option<Vec<f32>>,
     pub token_types: Option<Vec<i32>>,
-    pub merges: Option<Vec<String>>,
+    pub merges: Option<StrArray>,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
     pub eot: Option<u32>,
@@ -47,14 +47,14 @@ impl TokenizerConfig {
     pub fn from_gguf(g: &GgufFile) -> Result<Self, TokenizerError> {
         let model = g.get_str(KEY_MODEL)?.to_owned();
         let pre = g.opt_str(KEY_PRE)?.map(str::to_owned);
-        let tokens = g.get_str_array(KEY_TOKENS)?.to_vec();
+        let tokens = g.get_str_array(KEY_TOKENS)?.clone();
         let scores = numeric_array(g, KEY_SCORES)?;
         let token_types = match g.get(KEY_TOKEN_TYPE) {
             Some(_) => Some(g.get_i32_array(KEY_TOKEN_TYPE)?.to_vec()),
             None => None,
         };
         let merges = match g.get(KEY_MERGES) {
-            Some(_) => Some(g.get_str_array(KEY_MERGES)?.to_vec()),
+            Some(_) => Some(g.get_str_array(KEY_MERGES)?.clone()),
             None => None,
         };
 

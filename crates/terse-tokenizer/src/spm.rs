@@ -160,9 +160,9 @@ mod tests {
     use super::*;
 
     fn vocab(tokens: &[(&str, f32)]) -> Vocab {
-        let texts = tokens.iter().map(|(t, _)| t.to_string()).collect();
+        let texts: terse_gguf::StrArray = tokens.iter().map(|(t, _)| t).collect();
         let scores: Vec<f32> = tokens.iter().map(|(_, s)| *s).collect();
-        Vocab::new(texts, Some(&scores), None).unwrap()
+        Vocab::new(&texts, Some(&scores), None).unwrap()
     }
 
     #[test]

@@ -67,7 +67,7 @@ mod tests {
         let tokens = ["<0xF0>", "<0x9F>", "<0x91>", "<0x8D>", "a"];
         Tokenizer::new(TokenizerConfig {
             model: "llama".into(),
-            tokens: tokens.iter().map(|t| t.to_string()).collect(),
+            tokens: tokens.iter().collect(),
             token_types: Some(vec![6, 6, 6, 6, 1]),
             ..TokenizerConfig::default()
         })

@@ -28,8 +28,10 @@ enum Model {
 pub struct Tokenizer {
     model: Model,
     vocab: Vocab,
-    /// `token_to_piece(id, special = true)` for every id.
-    pieces: Vec<Box<[u8]>>,
+    /// `token_to_piece(id, special = true)` for every id, end to end in one
+    /// buffer (`piece_ends[id]` is where the piece of `id` ends).
+    pieces: Vec<u8>,
+    piece_ends: Vec<usize>,
     /// Control, user-defined and unknown tokens, longest text first.
     special_tokens: Vec<u32>,
     eog: BTreeSet<u32>,
@@ -156,7 +158,8 @@ impl Tokenizer {
             name,
         } = cfg;
 
-        let mut vocab = Vocab::new(tokens, scores.as_deref(), token_types.as_deref())?;
+        let mut vocab = Vocab::new(&tokens, scores.as_deref(), token_types.as_deref())?;
+        drop(tokens);
         let n_tokens = vocab.len();
         let check = |name: &'static str, id: Option<u32>| match id {
             Some(id) if id as usize >= n_tokens => {
@@ -204,11 +207,7 @@ impl Tokenizer {
 
         // By-text detection of end-of-turn/FIM tokens; detected tokens become control.
         let find_and_mark = |vocab: &mut Vocab, texts: &[&str]| {
-            let id = (0..n_tokens as u32).find(|&id| {
-                vocab
-                    .get(id)
-                    .is_some_and(|t| texts.contains(&t.text.as_str()))
-            });
+            let id = (0..n_tokens as u32).find(|&id| texts.contains(&vocab.text(id)));
             if let Some(id) = id {
                 vocab.set_attr(id, attr::CONTROL);
             }
@@ -228,7 +227,7 @@ impl Tokenizer {
             eog.extend(find_and_mark(&mut vocab, texts));
         }
         for id in 0..n_tokens as u32 {
-            let text = vocab.get(id).map_or("", |t| t.text.as_str());
+            let text = vocab.text(id);
             let is_eog = EOG_TEXTS.contains(&text);
             let always_rendered = ALWAYS_RENDERED_TEXTS.contains(&text);
             if is_eog {
@@ -241,9 +240,7 @@ impl Tokenizer {
         }
         eog.extend([eos, eot, eom].into_iter().flatten());
         let eog_with = |eog: &BTreeSet<u32>, vocab: &Vocab, text: &str| {
-            eog.iter()
-                .copied()
-                .find(|&id| vocab.get(id).is_some_and(|t| t.text == text))
+            eog.iter().copied().find(|&id| vocab.text(id) == text)
         };
         // o200k_harmony / solar-open: "<|end|>" is not end of generation there.
         let has_call = eog_with(&eog, &vocab, "<|call|>").is_some()
@@ -269,12 +266,14 @@ impl Tokenizer {
                 vocab.attr(id) & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0
             })
             .collect();
-        special_tokens
-            .sort_by_key(|&id| std::cmp::Reverse(vocab.get(id).map_or(0, |t| t.text.len())));
+        special_tokens.sort_by_key(|&id| std::cmp::Reverse(vocab.text(id).len()));
 
-        let pieces = (0..n_tokens as u32)
-            .map(|id| token_to_piece(&vocab, &model, id))
-            .collect();
+        let mut pieces = Vec::new();
+        let mut piece_ends = Vec::with_capacity(n_tokens);
+        for id in 0..n_tokens as u32 {
+            pieces.extend_from_slice(&token_to_piece(&vocab, &model, id));
+            piece_ends.push(pieces.len());
+        }
 
         // Phi-3: whitespace after special tokens is dropped (llama.cpp sets RSTRIP).
         let name = name.unwrap_or_default().to_lowercase();
@@ -296,6 +295,7 @@ impl Tokenizer {
             model,
             vocab,
             pieces,
+            piece_ends,
             special_tokens,
             eog,
             bos,
@@ -376,7 +376,7 @@ impl Tokenizer {
             if !parse_special && token.attr & (attr::CONTROL | attr::UNKNOWN) != 0 {
                 continue;
             }
-            let needle = token.text.as_str();
+            let needle = self.vocab.text(id);
             let rstrip = token.attr & attr::RSTRIP != 0;
             if !fragments.iter().any(|f| match f {
                 Fragment::Text(r) => text.get(r.clone()).is_some_and(|s| s.contains(needle)),
@@ -424,7 +424,12 @@ impl Tokenizer {
     /// The bytes `id` decodes to (llama.cpp's `token_to_piece` with special tokens
     /// rendered); empty for ids outside the vocabulary.
     pub fn token_bytes(&self, id: u32) -> &[u8] {
-        self.pieces.get(id as usize).map_or(&[], |p| p)
+        let id = id as usize;
+        let Some(&end) = self.piece_ends.get(id) else {
+            return &[];
+        };
+        let start = if id == 0 { 0 } else { self.piece_ends[id - 1] };
+        &self.pieces[start..end]
     }
 
     /// Concatenates the tokens' bytes, decoded as UTF-8 (invalid sequences become U+FFFD).
@@ -439,7 +444,7 @@ impl Tokenizer {
 
     /// The token's vocabulary string as stored in the model.
     pub fn token_text(&self, id: u32) -> Option<&str> {
-        self.vocab.get(id).map(|t| t.text.as_str())
+        self.vocab.get(id).map(|_| self.vocab.text(id))
     }
 
     /// Exact vocabulary lookup.
@@ -490,7 +495,7 @@ fn token_to_piece(vocab: &Vocab, model: &Model, id: u32) -> Box<[u8]> {
     let Some(token) = vocab.get(id) else {
         return Box::default();
     };
-    let text = token.text.as_str();
+    let text = vocab.text(id);
     let a = token.attr;
     if a & (attr::UNKNOWN | attr::CONTROL | attr::USER_DEFINED) != 0 {
         return text.as_bytes().into();
@@ -535,11 +540,12 @@ fn decode_byte_level(text: &str) -> Box<[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use terse_gguf::StrArray;
 
     fn spm_config(tokens: &[(&str, f32, i32)]) -> TokenizerConfig {
         TokenizerConfig {
             model: "llama".into(),
-            tokens: tokens.iter().map(|t| t.0.to_string()).collect(),
+            tokens: tokens.iter().map(|t| t.0).collect(),
             scores: Some(tokens.iter().map(|t| t.1).collect()),
             token_types: Some(tokens.iter().map(|t| t.2).collect()),
             bos: Some(1),
@@ -601,8 +607,8 @@ mod tests {
         let cfg = TokenizerConfig {
             model: "gpt2".into(),
             pre: Some("smollm".into()),
-            tokens: vec!["a".into()],
-            merges: Some(Vec::new()),
+            tokens: StrArray::from_iter(["a"]),
+            merges: Some(StrArray::default()),
             ..TokenizerConfig::default()
         };
         let err = Tokenizer::new(cfg).err().unwrap();

@@ -1,7 +1,10 @@
 //! The vocabulary: token texts, scores and llama.cpp's per-token attributes, with
 //! exact text→id lookup.
 
-use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
+use terse_gguf::StrArray;
 
 use crate::TokenizerError;
 
@@ -31,21 +34,25 @@ fn attr_from_token_type(token_type: i32) -> u16 {
 }
 
 pub(crate) struct TokenData {
-    pub text: String,
     pub score: f32,
     pub attr: u16,
 }
 
+/// Token texts live in one buffer and the text→id table holds only ids (hashing
+/// through the buffer): a 262k-token vocabulary as `String`s keyed by boxed
+/// copies took about 40 MB of heap, most of it allocator overhead.
 pub(crate) struct Vocab {
     pub tokens: Vec<TokenData>,
-    ids: HashMap<Box<str>, u32>,
+    texts: StrArray,
+    ids: HashTable<u32>,
+    hasher: RandomState,
 }
 
 impl Vocab {
     /// Builds the vocabulary; empty token strings become `[EMPTY_<id>]` as in
     /// llama.cpp, and duplicates are rejected.
     pub fn new(
-        texts: Vec<String>,
+        texts: &StrArray,
         scores: Option<&[f32]>,
         token_types: Option<&[i32]>,
     ) -> Result<Self, TokenizerError> {
@@ -72,30 +79,42 @@ impl Vocab {
             return Err(TokenizerError::VocabTooLarge { n_tokens: n });
         }
 
-        let mut ids: HashMap<Box<str>, u32> = HashMap::with_capacity(n);
-        let mut tokens = Vec::with_capacity(n);
-        for (i, text) in texts.into_iter().enumerate() {
+        let mut vocab = Vocab {
+            tokens: Vec::with_capacity(n),
+            texts: StrArray::with_capacity(n, texts.text_len()),
+            ids: HashTable::with_capacity(n),
+            hasher: RandomState::new(),
+        };
+        for (i, text) in texts.iter().enumerate() {
+            let placeholder;
             let text = if text.is_empty() {
-                format!("[EMPTY_{i}]")
+                placeholder = format!("[EMPTY_{i}]");
+                placeholder.as_str()
             } else {
                 text
             };
             let id = i as u32;
-            if let Some(&first) = ids.get(text.as_str()) {
+            if let Some(first) = vocab.id(text) {
                 return Err(TokenizerError::DuplicateToken {
-                    text,
+                    text: text.to_owned(),
                     first,
                     second: id,
                 });
             }
-            ids.insert(text.as_str().into(), id);
+            vocab.texts.push(text);
+            let Vocab {
+                ids, texts, hasher, ..
+            } = &mut vocab;
+            ids.insert_unique(hasher.hash_one(text), id, |&other| {
+                hasher.hash_one(texts.get(other as usize).unwrap_or_default())
+            });
             let score = scores.and_then(|s| s.get(i)).copied().unwrap_or(0.0);
             let attr = token_types
                 .and_then(|t| t.get(i))
                 .map_or(attr::NORMAL, |&t| attr_from_token_type(t));
-            tokens.push(TokenData { text, score, attr });
+            vocab.tokens.push(TokenData { score, attr });
         }
-        Ok(Vocab { tokens, ids })
+        Ok(vocab)
     }
 
     pub fn len(&self) -> usize {
@@ -103,7 +122,14 @@ impl Vocab {
     }
 
     pub fn id(&self, text: &str) -> Option<u32> {
-        self.ids.get(text).copied()
+        self.ids
+            .find(self.hasher.hash_one(text), |&id| self.text(id) == text)
+            .copied()
+    }
+
+    /// The token's text as stored in the model ("" for an id outside the vocabulary).
+    pub fn text(&self, id: u32) -> &str {
+        self.texts.get(id as usize).unwrap_or_default()
     }
 
     pub fn get(&self, id: u32) -> Option<&TokenData> {
@@ -139,13 +165,13 @@ mod tests {
 
     #[test]
     fn empty_token_text_gets_placeholder() {
-        let vocab = Vocab::new(vec!["a".into(), String::new()], None, None).unwrap();
+        let vocab = Vocab::new(&StrArray::from_iter(["a", ""]), None, None).unwrap();
         assert_eq!(vocab.id("[EMPTY_1]"), Some(1));
     }
 
     #[test]
     fn duplicate_token_is_rejected_with_both_ids() {
-        let err = Vocab::new(vec!["a".into(), "b".into(), "a".into()], None, None)
+        let err = Vocab::new(&StrArray::from_iter(["a", "b", "a"]), None, None)
             .err()
             .unwrap();
         assert!(
@@ -163,7 +189,7 @@ mod tests {
 
     #[test]
     fn short_token_type_array_is_rejected() {
-        let err = Vocab::new(vec!["a".into(), "b".into()], None, Some(&[1]))
+        let err = Vocab::new(&StrArray::from_iter(["a", "b"]), None, Some(&[1]))
             .err()
             .unwrap();
         assert!(
