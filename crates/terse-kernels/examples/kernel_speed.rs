@@ -2,7 +2,8 @@
 //! vs scalar reference, one thread), matmul throughput on the pool, and the
 //! pool's dispatch latency.
 //!
-//! `cargo run --release -p terse-kernels --example kernel_speed [threads] [TYPE,…]`
+//! `cargo run --release -p terse-kernels --example kernel_speed [threads] [TYPE,…] [ROWSxCOLS]`
+//! (default 2048x4096; a model's output head, e.g. 151936x896, shows per-row overhead).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -60,7 +61,13 @@ fn main() {
         .map(|a| a.split(',').map(|t| t.to_ascii_uppercase()).collect());
     let pool = ThreadPool::new(threads);
     println!("simd: {}, pool threads: {}", simd_level(), pool.n_threads());
-    let (rows, cols) = (2048, 4096);
+    let (rows, cols) = std::env::args()
+        .nth(3)
+        .and_then(|a| {
+            let (r, c) = a.split_once('x')?;
+            Some((r.parse().ok()?, c.parse().ok()?))
+        })
+        .unwrap_or((2048, 4096));
     let x: Vec<f32> = (0..cols)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
         .collect();
