@@ -188,16 +188,28 @@ pub(crate) type MultiDotFn = fn(usize, &[u8], &[u8], usize, &[f32], &mut [f32]);
 /// 32-bit words [`activation_side_data`] appends per activation block for
 /// `weight`.
 pub(crate) fn side_words_per_block(weight: GgmlType) -> usize {
-    match (weight, vec_dot_type(weight)) {
-        (_, Some(GgmlType::Q8_0)) => 1,
-        (GgmlType::Q4_K, _) => 4,
+    match weight {
+        GgmlType::Q8_0 => 1,
+        GgmlType::Q4_0 | GgmlType::Q5_0 => 2,
+        GgmlType::Q4_K => 4,
         _ => 0,
+    }
+}
+
+/// What Q4_0/Q5_0 quants are stored above their signed values.
+fn stored_offset(weight: GgmlType) -> Option<f32> {
+    match weight {
+        GgmlType::Q4_0 => Some(8.0),
+        GgmlType::Q5_0 => Some(16.0),
+        _ => None,
     }
 }
 
 /// Appends to `out` what the multi-row kernels would otherwise recompute from
 /// an activation row for every weight row (they read it once per matmul):
-/// - Q8_0 activations: each block's f16 scale widened to f32;
+/// - Q8_0 activations: each block's f16 scale widened to f32, then, for Q4_0
+///   and Q5_0 weights (stored `+offset`), each block's `-offset · Σq` (exact in
+///   f32: |Σq| ≤ 32 · 127);
 /// - Q8_K activations of Q4_K weights: each block's eight sums over 32
 ///   elements (its sixteen 16-element `bsums` added in pairs) as `i16`, two
 ///   per word, stored as f32 bit patterns that are only ever reloaded as
@@ -205,11 +217,20 @@ pub(crate) fn side_words_per_block(weight: GgmlType) -> usize {
 /// - anything else: nothing.
 pub(crate) fn activation_side_data(weight: GgmlType, act_row: &[u8], out: &mut Vec<f32>) {
     match side_words_per_block(weight) {
-        1 => out.extend(
-            act_row
-                .chunks_exact(blocks::Q8_0_BYTES)
-                .map(|b| f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()),
-        ),
+        1 | 2 => {
+            let blocks = act_row.chunks_exact(blocks::Q8_0_BYTES);
+            out.extend(
+                blocks
+                    .clone()
+                    .map(|b| f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()),
+            );
+            if let Some(offset) = stored_offset(weight) {
+                out.extend(blocks.map(|b| {
+                    let sum: i32 = b[2..].iter().map(|&q| i32::from(q as i8)).sum();
+                    -offset * sum as f32
+                }));
+            }
+        }
         4 => {
             for block in act_row.chunks_exact(blocks::Q8_K_BYTES) {
                 let bsums = &block[blocks::Q8_K_BSUMS..blocks::Q8_K_BSUMS + 32];
@@ -223,6 +244,13 @@ pub(crate) fn activation_side_data(weight: GgmlType, act_row: &[u8], out: &mut V
     }
 }
 
+thread_local! {
+    /// Scratch for the activation side data of the current matmul or
+    /// [`vec_dot`] (reused, so decoding allocates nothing per step).
+    pub(crate) static ACT_SIDE: std::cell::RefCell<Vec<f32>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The multi-row kernel for `weight` on this CPU, if there is one.
 pub(crate) fn multi_dot_fn(weight: GgmlType) -> Option<MultiDotFn> {
     #[cfg(target_arch = "x86_64")]
@@ -234,13 +262,14 @@ pub(crate) fn multi_dot_fn(weight: GgmlType) -> Option<MultiDotFn> {
     }
 }
 
-/// Runs `f` after checking `n` and both row lengths for `weight`.
+/// Runs `dot(weight row, activation row)` on the rows cut to exactly `n`
+/// elements, after checking `n` and both row lengths for `weight`.
 pub(crate) fn checked_vec_dot(
-    f: VecDotFn,
     weight: GgmlType,
     n: usize,
     w_row: &[u8],
     act_row: &[u8],
+    dot: impl FnOnce(&[u8], &[u8]) -> f32,
 ) -> f32 {
     let w_bytes = blocks::row_bytes(weight, n)
         .unwrap_or_else(|| panic!("vec_dot: {n} elements are not whole {weight} blocks"));
@@ -253,20 +282,32 @@ pub(crate) fn checked_vec_dot(
         w_row.len(),
         act_row.len()
     );
-    f(n, &w_row[..w_bytes], &act_row[..a_bytes])
+    dot(&w_row[..w_bytes], &act_row[..a_bytes])
 }
 
 /// Dot product of one weight row (`n` elements of type `weight`) with one
-/// activation row already in `vec_dot_type(weight)` form.
+/// activation row already in `vec_dot_type(weight)` form, by the kernel
+/// [`matmul`] runs for that pair (so bit-identical to it).
 ///
 /// # Panics
 /// If `weight` is unsupported, `n` is not a whole number of blocks, or a row
 /// is shorter than `n` elements need (callers validate shapes once per
 /// matmul, so this is a programming error, not an input error).
 pub fn vec_dot(weight: GgmlType, n: usize, w_row: &[u8], act_row: &[u8]) -> f32 {
+    if let Some(multi) = multi_dot_fn(weight) {
+        return checked_vec_dot(weight, n, w_row, act_row, |w, a| {
+            ACT_SIDE.with_borrow_mut(|side| {
+                side.clear();
+                activation_side_data(weight, a, side);
+                let mut out = [0.0f32];
+                multi(n, w, a, a.len(), side, &mut out);
+                out[0]
+            })
+        });
+    }
     let f =
         vec_dot_fn(weight).unwrap_or_else(|| panic!("vec_dot: unsupported weight type {weight}"));
-    checked_vec_dot(f, weight, n, w_row, act_row)
+    checked_vec_dot(weight, n, w_row, act_row, |w, a| f(n, w, a))
 }
 
 /// Σ a[i]·b[i] (f32 accumulation; lane order differs from

@@ -1,8 +1,7 @@
 //! Weight-matrix × activation products, split by rows across the pool.
 //!
-//! Decode (one token) is bound by memory bandwidth: each weight byte is read
-//! once, so per-row work is a single dot-product call with lengths checked
-//! once per matmul. Prefill (many tokens) reuses weights: a task owns a
+//! Decode (one token) reads each weight byte once: per row, one kernel call
+//! with lengths checked once per matmul. Prefill (many tokens) reuses weights: a task owns a
 //! chunk of rows and walks the tokens in small tiles, so each weight row is
 //! pulled from memory once per tile and stays in L1 while it is dotted with
 //! every activation row of the tile, and the chunk stays in L2 across tiles.
@@ -11,7 +10,7 @@ use crate::blocks;
 use crate::pool::ThreadPool;
 use crate::{
     activation_row_bytes, activation_side_data, is_supported, multi_dot_fn, vec_dot_fn, GgmlType,
-    KernelError, MULTI_TOKENS,
+    KernelError, ACT_SIDE, MULTI_TOKENS,
 };
 
 /// Tokens dotted against one weight row while it is hot in L1.
@@ -171,11 +170,12 @@ pub fn matmul(
     let store = |t: usize, r: usize, v: f32| unsafe { *out_ptr.0.add(t * out_stride + r) = v };
     let rows_of = |task: usize| task * rows_per_task..((task + 1) * rows_per_task).min(w.rows);
 
-    // One token (decode) gains nothing from sharing a weight block, and the plain
-    // per-row loop keeps its overhead per row minimal.
+    // Where a type has a multi-row kernel it also serves decode (one token): it
+    // reads the activation side data prepared once here instead of re-deriving
+    // it for every weight row.
     let multi = match multi_dot_fn(w.ty) {
-        Some(multi) if n_tokens > 1 => multi,
-        _ => {
+        Some(multi) => multi,
+        None => {
             pool.run(n_tasks, &|task| {
                 for r in rows_of(task) {
                     let w_row = &w.data[r * w_row_bytes..(r + 1) * w_row_bytes];
@@ -226,10 +226,4 @@ pub fn matmul(
             }
         });
     });
-}
-
-thread_local! {
-    /// The activation side data of the current matmul (reused, so batched
-    /// decoding allocates nothing per step).
-    static ACT_SIDE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }

@@ -85,7 +85,7 @@ pub(crate) fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()
 pub fn vec_dot(weight: GgmlType, n: usize, w_row: &[u8], act_row: &[u8]) -> f32 {
     let f =
         vec_dot_fn(weight).unwrap_or_else(|| panic!("vec_dot: unsupported weight type {weight}"));
-    crate::checked_vec_dot(f, weight, n, w_row, act_row)
+    crate::checked_vec_dot(weight, n, w_row, act_row, |w, a| f(n, w, a))
 }
 
 /// A scalar vec_dot: `(n, weight row, activation row)`, lengths already checked.

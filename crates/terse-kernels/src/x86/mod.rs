@@ -108,12 +108,16 @@ unsafe fn hsum_i32_4(a: __m128i) -> i32 {
 }
 
 /// 32 nibbles (16 bytes: low nibbles first, then high) as 32 bytes in 0..=15.
+///
+/// The 16 bytes are loaded into both halves at once and only the upper half
+/// is shifted (a per-lane shift; the bits it moves across bytes are masked
+/// off): one instruction fewer than shifting a copy and inserting it.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn bytes_from_nibbles_32(p: *const u8) -> __m256i {
-    let tmp = _mm_loadu_si128(p as *const __m128i);
-    let bytes = _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp);
-    _mm256_and_si256(_mm256_set1_epi8(0xF), bytes)
+    let both = _mm256_broadcastsi128_si256(_mm_loadu_si128(p as *const __m128i));
+    let high_half_shifted = _mm256_srlv_epi64(both, _mm256_set_epi64x(4, 4, 0, 0));
+    _mm256_and_si256(_mm256_set1_epi8(0xF), high_half_shifted)
 }
 
 /// 32 bits as 32 bytes, each 0xFF where the bit is set and 0x00 elsewhere.
@@ -155,15 +159,6 @@ unsafe fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_set1_epi16(1), dot))
 }
 
-/// Signed × signed bytes, summed in groups of 4, as 8 floats.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
-    let ax = _mm256_sign_epi8(x, x);
-    let sy = _mm256_sign_epi8(y, x);
-    mul_sum_us8_pairs_float(ax, sy)
-}
-
 /// Per-16-element scales of a 32-byte maddubs product: `lo` for elements
 /// 0..16 (the low 128-bit lane), `hi` for 16..32.
 #[inline]
@@ -188,55 +183,6 @@ unsafe fn k4_mins_scales(packed: *const u8) -> (__m128i, [u8; 8]) {
 
 // ------------------------------------------------------ 32-element formats
 
-/// `Σ_b d_b · s_b` over `$nb` blocks, where `$block` yields `(d_b, s_b)` for
-/// block `$ib`, taken two blocks at a time: `d1·s1 + d0·s0` (one multiply, one
-/// FMA) is added to the accumulator once per pair. One FMA per block into a
-/// single accumulator made these kernels wait on FMA latency; this halves the
-/// loop-carried chain. The multi-row kernels in `tiles` pair blocks the same
-/// way, so their results stay bit-identical to these.
-macro_rules! sum_block_pairs {
-    ($nb:expr, |$ib:ident| $block:expr) => {{
-        let nb = $nb;
-        let mut acc = _mm256_setzero_ps();
-        let mut first = 0;
-        while first + 1 < nb {
-            let (d0, s0) = {
-                let $ib = first;
-                $block
-            };
-            let (d1, s1) = {
-                let $ib = first + 1;
-                $block
-            };
-            acc = _mm256_add_ps(acc, _mm256_fmadd_ps(d1, s1, _mm256_mul_ps(d0, s0)));
-            first += 2;
-        }
-        if first < nb {
-            let (d, s) = {
-                let $ib = first;
-                $block
-            };
-            acc = _mm256_fmadd_ps(d, s, acc);
-        }
-        acc
-    }};
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_0_q8_0(nb: usize, x: *const u8, y: *const u8) -> f32 {
-    let off = _mm256_set1_epi8(8);
-    let acc = sum_block_pairs!(nb, |ib| {
-        let xb = x.add(ib * Q4_0_BYTES);
-        let yb = y.add(ib * Q8_0_BYTES);
-        let qx = _mm256_sub_epi8(bytes_from_nibbles_32(xb.add(2)), off);
-        (
-            scale_product(xb, yb),
-            mul_sum_i8_pairs_float(qx, load256(yb.add(2))),
-        )
-    });
-    hsum_float_8(acc)
-}
-
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_1_q8_1(nb: usize, x: *const u8, y: *const u8) -> f32 {
     let mut acc = _mm256_setzero_ps();
@@ -251,23 +197,6 @@ unsafe fn q4_1_q8_1(nb: usize, x: *const u8, y: *const u8) -> f32 {
         acc = _mm256_fmadd_ps(d0d1, mul_sum_us8_pairs_float(qx, qy), acc);
     }
     hsum_float_8(acc) + summs
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0_q8_0(nb: usize, x: *const u8, y: *const u8) -> f32 {
-    let high = _mm256_set1_epi8(0xF0u8 as i8);
-    let acc = sum_block_pairs!(nb, |ib| {
-        let xb = x.add(ib * Q5_0_BYTES);
-        let yb = y.add(ib * Q8_0_BYTES);
-        // A clear fifth bit means value - 16 < 0: fill the high nibble with ones.
-        let bxhi = _mm256_andnot_si256(bytes_from_bits_32(xb.add(2)), high);
-        let qx = _mm256_or_si256(bytes_from_nibbles_32(xb.add(6)), bxhi);
-        (
-            scale_product(xb, yb),
-            mul_sum_i8_pairs_float(qx, load256(yb.add(2))),
-        )
-    });
-    hsum_float_8(acc)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -286,19 +215,6 @@ unsafe fn q5_1_q8_1(nb: usize, x: *const u8, y: *const u8) -> f32 {
         acc = _mm256_fmadd_ps(mul_sum_us8_pairs_float(qx, qy), dxdy, acc);
     }
     hsum_float_8(acc) + summs
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0_q8_0(nb: usize, x: *const u8, y: *const u8) -> f32 {
-    let acc = sum_block_pairs!(nb, |ib| {
-        let xb = x.add(ib * Q8_0_BYTES);
-        let yb = y.add(ib * Q8_0_BYTES);
-        (
-            scale_product(xb, yb),
-            mul_sum_i8_pairs_float(load256(xb.add(2)), load256(yb.add(2))),
-        )
-    });
-    hsum_float_8(acc)
 }
 
 // ---------------------------------------------------------------- k-quants
@@ -396,49 +312,6 @@ unsafe fn q3_k_q8_k(nb: usize, x: *const u8, y: *const u8) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_k_q8_k(nb: usize, x: *const u8, y: *const u8) -> f32 {
-    let m4 = _mm256_set1_epi8(0xF);
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = _mm_setzero_ps();
-    for i in 0..nb {
-        let xb = x.add(i * Q4_K_BYTES);
-        let yb = y.add(i * Q8_K_BYTES);
-        let yd = (yb as *const f32).read_unaligned();
-        let d_dmin = fp16x2(xb, xb.add(2));
-        let d = yd * _mm_cvtss_f32(d_dmin);
-        let dmin = -yd * _mm_cvtss_f32(_mm_movehdup_ps(d_dmin));
-        let (mins, sm) = k4_mins_scales(xb.add(4));
-        let q8sums = load256(yb.add(Q8_K_BSUMS));
-        let q8s = _mm_hadd_epi16(
-            _mm256_castsi256_si128(q8sums),
-            _mm256_extracti128_si256(q8sums, 1),
-        );
-        let prod = _mm_madd_epi16(mins, q8s);
-        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
-
-        let mut q4 = xb.add(16);
-        let mut q8 = yb.add(Q8_K_QS);
-        let mut sumi = _mm256_setzero_si256();
-        for j in 0..QK_K / 64 {
-            let scale_l = _mm256_set1_epi16(sm[2 * j] as i16);
-            let scale_h = _mm256_set1_epi16(sm[2 * j + 1] as i16);
-            let q4bits = load256(q4);
-            q4 = q4.add(32);
-            let q4l = _mm256_and_si256(q4bits, m4);
-            let q4h = _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4);
-            let p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, load256(q8)));
-            let p16h = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, load256(q8.add(32))));
-            q8 = q8.add(64);
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    }
-    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
-    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
-    hsum_float_8(acc) + _mm_cvtss_f32(acc_m)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q5_k_q8_k(nb: usize, x: *const u8, y: *const u8) -> f32 {
     let m4 = _mm256_set1_epi8(0xF);
     let bit5 = _mm256_set1_epi8(0x10);
@@ -489,50 +362,6 @@ unsafe fn q5_k_q8_k(nb: usize, x: *const u8, y: *const u8) -> f32 {
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum_float_8(acc) + summs
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6_k_q8_k(nb: usize, x: *const u8, y: *const u8) -> f32 {
-    let m4 = _mm256_set1_epi8(0xF);
-    let m3 = _mm256_set1_epi8(3);
-    let mut acc = _mm256_setzero_ps();
-    for i in 0..nb {
-        let xb = x.add(i * Q6_K_BYTES);
-        let yb = y.add(i * Q8_K_BYTES);
-        let d = (yb as *const f32).read_unaligned() * fp16(xb.add(208));
-        let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(xb.add(192) as *const __m128i));
-        let mut q4 = xb;
-        let mut qh = xb.add(128);
-        let mut q8 = yb.add(Q8_K_QS);
-        let mut sumi = q6_k_offset(scales16, yb.add(Q8_K_BSUMS));
-        for j in 0..QK_K / 128 {
-            let q4bits1 = load256(q4);
-            let q4bits2 = load256(q4.add(32));
-            q4 = q4.add(64);
-            let q4bits_h = load256(qh);
-            qh = qh.add(32);
-
-            let q4h_0 = _mm256_slli_epi16(_mm256_and_si256(q4bits_h, m3), 4);
-            let q4h_1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bits_h, 2), m3), 4);
-            let q4h_2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bits_h, 4), m3), 4);
-            let q4h_3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(q4bits_h, 6), m3), 4);
-
-            let quants = [
-                _mm256_or_si256(_mm256_and_si256(q4bits1, m4), q4h_0),
-                _mm256_or_si256(_mm256_and_si256(q4bits2, m4), q4h_1),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits1, 4), m4), q4h_2),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits2, 4), m4), q4h_3),
-            ];
-            for (k, q) in quants.into_iter().enumerate() {
-                let p16 = _mm256_maddubs_epi16(q, load256(q8));
-                q8 = q8.add(32);
-                let scale = q6_k_scale_pair(scales16, 4 * j + k);
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale, p16));
-            }
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    }
-    hsum_float_8(acc)
 }
 
 /// Scales `2p` and `2p + 1` of a Q6_K block, from its sixteen scales widened
@@ -782,16 +611,11 @@ macro_rules! block_dot {
     };
 }
 
-block_dot!(dot_q4_0, q4_0_q8_0, QK, Q4_0_BYTES, Q8_0_BYTES);
 block_dot!(dot_q4_1, q4_1_q8_1, QK, Q4_1_BYTES, Q8_1_BYTES);
-block_dot!(dot_q5_0, q5_0_q8_0, QK, Q5_0_BYTES, Q8_0_BYTES);
 block_dot!(dot_q5_1, q5_1_q8_1, QK, Q5_1_BYTES, Q8_1_BYTES);
-block_dot!(dot_q8_0, q8_0_q8_0, QK, Q8_0_BYTES, Q8_0_BYTES);
 block_dot!(dot_q2_k, q2_k_q8_k, QK_K, Q2_K_BYTES, Q8_K_BYTES);
 block_dot!(dot_q3_k, q3_k_q8_k, QK_K, Q3_K_BYTES, Q8_K_BYTES);
-block_dot!(dot_q4_k, q4_k_q8_k, QK_K, Q4_K_BYTES, Q8_K_BYTES);
 block_dot!(dot_q5_k, q5_k_q8_k, QK_K, Q5_K_BYTES, Q8_K_BYTES);
-block_dot!(dot_q6_k, q6_k_q8_k, QK_K, Q6_K_BYTES, Q8_K_BYTES);
 
 fn dot_f32_weights(n: usize, w: &[u8], a: &[u8]) -> f32 {
     assert!(
@@ -840,16 +664,11 @@ pub(crate) fn vec_dot_fn(weight: GgmlType) -> Option<VecDotFn> {
         GgmlType::F32 => dot_f32_weights,
         GgmlType::F16 => dot_f16_weights,
         GgmlType::BF16 => dot_bf16_weights,
-        GgmlType::Q4_0 => dot_q4_0,
         GgmlType::Q4_1 => dot_q4_1,
-        GgmlType::Q5_0 => dot_q5_0,
         GgmlType::Q5_1 => dot_q5_1,
-        GgmlType::Q8_0 => dot_q8_0,
         GgmlType::Q2_K => dot_q2_k,
         GgmlType::Q3_K => dot_q3_k,
-        GgmlType::Q4_K => dot_q4_k,
         GgmlType::Q5_K => dot_q5_k,
-        GgmlType::Q6_K => dot_q6_k,
         _ => return None,
     })
 }

@@ -1,12 +1,15 @@
-//! One weight row against several activation rows at once (prefill and batched
-//! decode).
+//! One weight row against one to [`MAX_TOKENS`] activation rows at once: the
+//! kernels of the formats the default models use (Q4_0, Q5_0, Q8_0, Q4_K,
+//! Q6_K) for decode (one row), batched decode and prefill.
 //!
-//! A per-pair dot product unpacks every weight block again for each token; here a
-//! block is unpacked once and dotted with up to [`MAX_TOKENS`] activation rows, and
-//! the independent per-token accumulators hide the latency of the float chain. For
-//! each token the operations are exactly those of the single-row kernel in
-//! `super`, in the same order, so every output is bit-identical to
-//! [`crate::vec_dot`] — batching never changes a result.
+//! A per-pair dot product would unpack every weight block again for each token;
+//! here a block is unpacked once and dotted with every activation row, and the
+//! independent per-token accumulators hide the latency of the float chain. What
+//! can be derived from an activation row alone (f32 scales, block sums) comes
+//! precomputed once per matmul ([`crate::activation_side_data`]). For each token
+//! the operations are the same, in the same order, whatever the number of rows,
+//! so every output is bit-identical to [`crate::vec_dot`] (the one-row call) —
+//! batching never changes a result.
 
 use super::*;
 use crate::MultiDotFn;
@@ -20,87 +23,152 @@ unsafe fn rows<const N: usize>(acts: *const u8, a_row_bytes: usize) -> [*const u
     std::array::from_fn(|j| acts.add(j * a_row_bytes))
 }
 
-/// Kernels for the 32-element formats dotted with Q8_0 activations: `$unpack`
-/// turns a weight block into 32 signed bytes. `yd` holds the activation blocks'
-/// scales already widened to f32 (token-major, `nb` per token): the product
-/// `f32(dx) · f32(dy)` is the one the single-row kernel forms from the f16 bits,
-/// without converting every activation scale again for every weight row.
+/// Kernels for the 32-element formats dotted with Q8_0 activations. `side`
+/// holds, per token, the activation blocks' scales widened to f32 (`nb`
+/// words) and, for the offset formats, `-offset · Σq` of every block (`nb`
+/// more; see [`crate::activation_side_data`]).
+///
+/// - Q8_0 quants are signed: `maddubs` needs one unsigned operand, so the
+///   weight's sign moves onto the activation (`sign`, as ggml does).
+/// - Q4_0/Q5_0 quants are stored `+8`/`+16`, i.e. unsigned: they go into `maddubs`
+///   as stored and the offset comes out once per block as `d · (-offset · Σq)`,
+///   one FMA per block pair on two lanes, instead of two `sign`s per block.
+///
+/// Both scales of a block pair are widened by one conversion and multiplied
+/// with the activation scales in one vector op: the combined scale of a block
+/// was nine instructions when each f16 was converted and multiplied alone.
+/// Blocks are summed in pairs (multiply, FMA, one add) to halve the FMA-latency
+/// chain.
 macro_rules! q8_0_family {
-    ($name:ident, $w_bytes:expr, |$xb:ident| $unpack:expr) => {
+    ($name:ident, $w_bytes:expr, offset: $offset:expr, |$xb:ident| $unpack:expr) => {
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn $name<const N: usize>(
             nb: usize,
             x: *const u8,
             acts: *const u8,
             a_row_bytes: usize,
-            yd: *const f32,
+            side: *const f32,
             out: &mut [f32],
         ) {
+            const OFFSET: bool = $offset;
+            let side_words = if OFFSET { 2 * nb } else { nb };
             let ys = rows::<N>(acts, a_row_bytes);
+            let yd = |j: usize, b: usize| side.add(j * side_words + b);
+            let yc = |j: usize, b: usize| side.add(j * side_words + nb + b);
             let mut acc = [_mm256_setzero_ps(); N];
-            // Blocks in pairs, exactly as `sum_block_pairs!` in the single-row kernels.
+            let mut acc_offset = [_mm_setzero_ps(); N];
             let mut first = 0;
             while first + 1 < nb {
-                let (dx0, qx0) = {
-                    let $xb = x.add(first * $w_bytes);
-                    (fp16($xb), $unpack)
+                let (x0, x1) = (x.add(first * $w_bytes), x.add((first + 1) * $w_bytes));
+                let dx01 = fp16x2(x0, x1);
+                let qx0: __m256i = {
+                    let $xb = x0;
+                    $unpack
                 };
-                let (dx1, qx1) = {
-                    let $xb = x.add((first + 1) * $w_bytes);
-                    (fp16($xb), $unpack)
+                let qx1: __m256i = {
+                    let $xb = x1;
+                    $unpack
                 };
-                let (ax0, ax1) = (_mm256_sign_epi8(qx0, qx0), _mm256_sign_epi8(qx1, qx1));
+                let (ax0, ax1) = (
+                    unsigned_operand::<OFFSET>(qx0),
+                    unsigned_operand::<OFFSET>(qx1),
+                );
                 for j in 0..N {
                     let yb = ys[j].add(first * Q8_0_BYTES);
-                    let d0 = _mm256_set1_ps(dx0 * *yd.add(j * nb + first));
-                    let d1 = _mm256_set1_ps(dx1 * *yd.add(j * nb + first + 1));
-                    let s0 =
-                        mul_sum_us8_pairs_float(ax0, _mm256_sign_epi8(load256(yb.add(2)), qx0));
+                    // Lanes 0 and 1: dx · dy of the two blocks (lanes 2, 3 are 0).
+                    let d01 = _mm_mul_ps(dx01, load_f32x2(yd(j, first)));
+                    let d0 = _mm256_broadcastss_ps(d01);
+                    let d1 = _mm256_broadcastss_ps(_mm_movehdup_ps(d01));
+                    let s0 = mul_sum_us8_pairs_float(
+                        ax0,
+                        matching_activation::<OFFSET>(load256(yb.add(2)), qx0),
+                    );
                     let s1 = mul_sum_us8_pairs_float(
                         ax1,
-                        _mm256_sign_epi8(load256(yb.add(Q8_0_BYTES + 2)), qx1),
+                        matching_activation::<OFFSET>(load256(yb.add(Q8_0_BYTES + 2)), qx1),
                     );
                     acc[j] = _mm256_add_ps(acc[j], _mm256_fmadd_ps(d1, s1, _mm256_mul_ps(d0, s0)));
+                    if OFFSET {
+                        acc_offset[j] = _mm_fmadd_ps(d01, load_f32x2(yc(j, first)), acc_offset[j]);
+                    }
                 }
                 first += 2;
             }
             if first < nb {
-                let $xb = x.add(first * $w_bytes);
-                let dx = fp16($xb);
-                let qx: __m256i = $unpack;
-                let ax = _mm256_sign_epi8(qx, qx);
+                let x0 = x.add(first * $w_bytes);
+                // Lane 1 (the block's next two bytes) is unused; two distinct
+                // loads keep LLVM from merging the conversion into a live
+                // register (see `fp16x2`).
+                let dx = fp16x2(x0, x0.add(2));
+                let qx: __m256i = {
+                    let $xb = x0;
+                    $unpack
+                };
+                let ax = unsigned_operand::<OFFSET>(qx);
                 for j in 0..N {
                     let yb = ys[j].add(first * Q8_0_BYTES);
-                    let d = _mm256_set1_ps(dx * *yd.add(j * nb + first));
-                    let sy = _mm256_sign_epi8(load256(yb.add(2)), qx);
-                    acc[j] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(ax, sy), acc[j]);
+                    // Lane 0: dx · dy; zeros above (`mul_ss` would keep dx there).
+                    let d = _mm_set_ss(_mm_cvtss_f32(dx) * *yd(j, first));
+                    let s = mul_sum_us8_pairs_float(
+                        ax,
+                        matching_activation::<OFFSET>(load256(yb.add(2)), qx),
+                    );
+                    acc[j] = _mm256_fmadd_ps(_mm256_broadcastss_ps(d), s, acc[j]);
+                    if OFFSET {
+                        acc_offset[j] = _mm_fmadd_ps(d, _mm_load_ss(yc(j, first)), acc_offset[j]);
+                    }
                 }
             }
             for j in 0..N {
-                out[j] = hsum_float_8(acc[j]);
+                let offset = _mm_add_ss(acc_offset[j], _mm_movehdup_ps(acc_offset[j]));
+                out[j] = hsum_float_8(acc[j]) + _mm_cvtss_f32(offset);
             }
         }
     };
 }
 
-q8_0_family!(q4_0_rows, Q4_0_BYTES, |xb| _mm256_sub_epi8(
-    bytes_from_nibbles_32(xb.add(2)),
-    _mm256_set1_epi8(8)
-));
-q8_0_family!(q5_0_rows, Q5_0_BYTES, |xb| {
-    // A clear fifth bit means value - 16 < 0: fill the high nibble with ones.
-    let bxhi = _mm256_andnot_si256(
-        bytes_from_bits_32(xb.add(2)),
-        _mm256_set1_epi8(0xF0u8 as i8),
-    );
-    _mm256_or_si256(bytes_from_nibbles_32(xb.add(6)), bxhi)
+/// The weight block as `maddubs`'s unsigned operand: as stored for the offset
+/// formats, its absolute value for Q8_0.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn unsigned_operand<const OFFSET: bool>(qx: __m256i) -> __m256i {
+    if OFFSET {
+        qx
+    } else {
+        _mm256_sign_epi8(qx, qx)
+    }
+}
+
+/// The activation block `y` matching [`unsigned_operand`]: Q8_0's weight signs
+/// move onto it.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn matching_activation<const OFFSET: bool>(y: __m256i, qx: __m256i) -> __m256i {
+    if OFFSET {
+        y
+    } else {
+        _mm256_sign_epi8(y, qx)
+    }
+}
+
+/// Two f32 at `p` in lanes 0 and 1, zeros above.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_f32x2(p: *const f32) -> __m128 {
+    _mm_castpd_ps(_mm_load_sd(p as *const f64))
+}
+
+q8_0_family!(q4_0_rows, Q4_0_BYTES, offset: true, |xb| bytes_from_nibbles_32(xb.add(2)));
+q8_0_family!(q5_0_rows, Q5_0_BYTES, offset: true, |xb| {
+    let bit4 = _mm256_and_si256(bytes_from_bits_32(xb.add(2)), _mm256_set1_epi8(0x10));
+    _mm256_or_si256(bytes_from_nibbles_32(xb.add(6)), bit4)
 });
-q8_0_family!(q8_0_rows, Q8_0_BYTES, |xb| load256(xb.add(2)));
+q8_0_family!(q8_0_rows, Q8_0_BYTES, offset: false, |xb| load256(xb.add(2)));
 
 /// `sums32` holds each token's per-block 32-element activation sums (four
-/// words per block, token-major, see [`crate::activation_side_data`]): the
-/// single-row kernel folds them out of `bsums` for every weight row, which here
-/// cost as much as the dot products themselves.
+/// words per block, token-major, see [`crate::activation_side_data`]): folding
+/// them out of `bsums` for every weight row cost as much as the dot products
+/// themselves.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_k_rows<const N: usize>(
     nb: usize,
@@ -246,8 +314,8 @@ macro_rules! multi_dot {
     };
 }
 
-multi_dot!(multi_q4_0, q4_0_rows, QK, Q4_0_BYTES, Q8_0_BYTES, 1);
-multi_dot!(multi_q5_0, q5_0_rows, QK, Q5_0_BYTES, Q8_0_BYTES, 1);
+multi_dot!(multi_q4_0, q4_0_rows, QK, Q4_0_BYTES, Q8_0_BYTES, 2);
+multi_dot!(multi_q5_0, q5_0_rows, QK, Q5_0_BYTES, Q8_0_BYTES, 2);
 multi_dot!(multi_q8_0, q8_0_rows, QK, Q8_0_BYTES, Q8_0_BYTES, 1);
 multi_dot!(multi_q4_k, q4_k_rows, QK_K, Q4_K_BYTES, Q8_K_BYTES, 4);
 multi_dot!(multi_q6_k, q6_k_rows, QK_K, Q6_K_BYTES, Q8_K_BYTES, 0);
