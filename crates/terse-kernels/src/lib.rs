@@ -399,3 +399,37 @@ pub fn f32_to_f16_row(src: &[f32], dst: &mut [f16]) {
     }
     reference::f32_to_f16_row(src, dst)
 }
+
+/// gate[i] = SiLU(gate[i]) · up[i], SiLU(x) = x / (1 + e^-x) (the gated FFN
+/// activation of Qwen2/Llama). The fast path's exponential is within about
+/// 1.5 ulp of [`reference::swiglu`]'s, as ggml's is.
+///
+/// # Panics
+/// If the lengths differ.
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "swiglu: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: equal lengths checked; features detected.
+        unsafe { x86::swiglu(gate.len(), gate.as_mut_ptr(), up.as_ptr()) };
+        return;
+    }
+    reference::swiglu(gate, up)
+}
+
+/// x[i] = e^(x[i] · scale - shift[i]): a softmax's exponentials, with the
+/// running maximum per element in `shift` (within about 1.5 ulp of
+/// [`reference::exp_scaled_shifted`] on the fast path).
+///
+/// # Panics
+/// If the lengths differ.
+pub fn exp_scaled_shifted(x: &mut [f32], scale: f32, shift: &[f32]) {
+    assert_eq!(x.len(), shift.len(), "exp_scaled_shifted: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: equal lengths checked; features detected.
+        unsafe { x86::exp_scaled_shifted(x.len(), x.as_mut_ptr(), scale, shift.as_ptr()) };
+        return;
+    }
+    reference::exp_scaled_shifted(x, scale, shift)
+}

@@ -807,3 +807,28 @@ pub fn f32_to_f16_row(src: &[f32], dst: &mut [f16]) {
         *d = f16::from_f32(*s);
     }
 }
+
+/// gate[i] = SiLU(gate[i]) · up[i] with SiLU(x) = x / (1 + e^-x).
+///
+/// # Panics
+/// If `up` is shorter than `gate`.
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    assert!(up.len() >= gate.len(), "swiglu: up shorter than gate");
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// x[i] = e^(x[i] · scale - shift[i]) (the exponentials of a softmax).
+///
+/// # Panics
+/// If `shift` is shorter than `x`.
+pub fn exp_scaled_shifted(x: &mut [f32], scale: f32, shift: &[f32]) {
+    assert!(
+        shift.len() >= x.len(),
+        "exp_scaled_shifted: shift shorter than x"
+    );
+    for (v, &s) in x.iter_mut().zip(shift) {
+        *v = (*v * scale - s).exp();
+    }
+}

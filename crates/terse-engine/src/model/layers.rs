@@ -402,9 +402,7 @@ impl<T> SharedMut<T> {
 /// SiLU(gate) * up, in place in `gate`.
 pub fn swiglu(pool: &ThreadPool, gate: &mut [f32], up: &[f32]) {
     par_chunks_mut(pool, gate, PARALLEL_MIN_ELEMENTS, |offset, gate| {
-        for (g, &u) in gate.iter_mut().zip(&up[offset..]) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
-        }
+        terse_kernels::swiglu(gate, &up[offset..offset + gate.len()])
     });
 }
 
@@ -541,6 +539,7 @@ pub fn attention(
         let mut sum = [0.0f32; MAX_TASK_HEADS];
         // [SCORE_CHUNK, nh]: position-major, so one position's weights are adjacent.
         let mut scores = [0.0f32; SCORE_CHUNK * MAX_TASK_HEADS];
+        let mut shifts = [0.0f32; SCORE_CHUNK * MAX_TASK_HEADS];
         let mut p0 = first;
         while p0 <= pos {
             let p1 = (p0 + SCORE_CHUNK).min(pos + 1);
@@ -564,9 +563,14 @@ pub fn attention(
                     max[g] = chunk_max;
                 }
             }
+            // Each score's own head maximum, so the exponentials run as one pass.
+            let shift = &mut shifts[..chunk.len()];
+            for row in shift.chunks_exact_mut(nh) {
+                row.copy_from_slice(&max[..nh]);
+            }
+            terse_kernels::exp_scaled_shifted(chunk, shape.scale, shift);
             for (row, p) in chunk.chunks_exact_mut(nh).zip(p0..p1) {
                 for g in 0..nh {
-                    row[g] = (row[g] * shape.scale - max[g]).exp();
                     sum[g] += row[g];
                 }
                 let vo = slot(p) * v_dim + kv_head * hv;
