@@ -357,32 +357,54 @@ pub fn dot_f16_rows(key: &[f16], queries: &[f32], out: &mut [f32]) {
     reference::dot_f16_rows(key, queries, out)
 }
 
-/// acc[g·n + i] += weights[g] · f32(value[i]) for every row g: one f16 value row of
-/// n elements added into the `weights.len()` output heads that share it.
+/// acc[g·n + i] += Σ_p weights[p·heads + g] · f32(values[p·n + i]): the
+/// attention-weighted sum of `values.len() / n` f16 value rows into the
+/// `acc.len() / n` heads that share them (`weights` is position-major,
+/// `[rows, heads]`). The fast path keeps each head's partial sums in registers
+/// across all rows and touches `acc` once, where adding one row at a time
+/// loaded and stored it for every row.
 ///
 /// # Panics
-/// If `acc.len() != weights.len() * value.len()`.
-pub fn axpy_f16_rows(acc: &mut [f32], weights: &[f32], value: &[f16]) {
-    assert_eq!(
-        acc.len(),
-        weights.len() * value.len(),
-        "axpy_f16_rows: length mismatch"
-    );
+/// If `n` is 0 or does not divide `acc` and `values`, or `weights` does not
+/// hold one weight per row and head.
+pub fn accumulate_weighted_f16_rows(acc: &mut [f32], weights: &[f32], values: &[f16], n: usize) {
+    let (heads, rows) = weighted_rows_shape(acc.len(), weights.len(), values.len(), n);
     #[cfg(target_arch = "x86_64")]
     if x86::available() {
-        // SAFETY: lengths checked; features detected.
+        // SAFETY: shapes checked; f16 is a transparent u16; features detected.
         unsafe {
-            x86::axpy_f16_rows(
-                value.len(),
+            x86::accumulate_weighted_f16_rows(
+                n,
+                heads,
+                rows,
                 acc.as_mut_ptr(),
                 weights.as_ptr(),
-                weights.len(),
-                value.as_ptr() as *const u16,
+                values.as_ptr() as *const u16,
             )
         };
         return;
     }
-    reference::axpy_f16_rows(acc, weights, value)
+    reference::accumulate_weighted_f16_rows(acc, weights, values, n)
+}
+
+/// `(heads, rows)` of an [`accumulate_weighted_f16_rows`] call, checked.
+pub(crate) fn weighted_rows_shape(
+    acc: usize,
+    weights: usize,
+    values: usize,
+    n: usize,
+) -> (usize, usize) {
+    assert!(
+        n > 0 && acc.is_multiple_of(n) && values.is_multiple_of(n),
+        "accumulate_weighted_f16_rows: {acc} accumulators and {values} values are not rows of {n}"
+    );
+    let (heads, rows) = (acc / n, values / n);
+    assert_eq!(
+        weights,
+        heads * rows,
+        "accumulate_weighted_f16_rows: {heads} heads × {rows} rows need that many weights"
+    );
+    (heads, rows)
 }
 
 /// dst[i] = f16(src[i]), round to nearest even (bit-identical on every path).

@@ -780,19 +780,21 @@ pub fn dot_f16_rows(key: &[f16], queries: &[f32], out: &mut [f32]) {
     }
 }
 
-/// acc[g·n + i] += weights[g] · f32(value[i]).
+/// acc[g·n + i] += Σ_p weights[p·heads + g] · f32(values[p·n + i]) for every
+/// head g (`acc.len() / n` of them) over the `values.len() / n` rows p: the
+/// sum over p is formed first and then added to `acc`.
 ///
 /// # Panics
-/// If `acc.len() != weights.len() * value.len()`.
-pub fn axpy_f16_rows(acc: &mut [f32], weights: &[f32], value: &[f16]) {
-    assert_eq!(
-        acc.len(),
-        weights.len() * value.len(),
-        "axpy_f16_rows: length mismatch"
-    );
-    for (row, &w) in acc.chunks_exact_mut(value.len().max(1)).zip(weights) {
-        for (o, v) in row.iter_mut().zip(value) {
-            *o += w * v.to_f32();
+/// If `n` is 0 or does not divide `acc` and `values`, or `weights` does not
+/// hold one weight per row and head.
+pub fn accumulate_weighted_f16_rows(acc: &mut [f32], weights: &[f32], values: &[f16], n: usize) {
+    let (heads, rows) = crate::weighted_rows_shape(acc.len(), weights.len(), values.len(), n);
+    for g in 0..heads {
+        for i in 0..n {
+            let sum: f32 = (0..rows)
+                .map(|p| weights[p * heads + g] * values[p * n + i].to_f32())
+                .sum();
+            acc[g * n + i] += sum;
         }
     }
 }

@@ -8,8 +8,9 @@ use half::f16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use terse_kernels::{
-    activation_row_bytes, axpy_f16_rows, dot_f16_rows, dot_f32, f32_to_f16_row, matmul,
-    quantize_activation_row, reference, vec_dot, GgmlType, KernelError, ThreadPool, WeightMatrix,
+    accumulate_weighted_f16_rows, activation_row_bytes, dot_f16_rows, dot_f32, f32_to_f16_row,
+    matmul, quantize_activation_row, reference, vec_dot, GgmlType, KernelError, ThreadPool,
+    WeightMatrix,
 };
 
 #[test]
@@ -144,7 +145,7 @@ fn float_helpers_match_scalar_references() {
         );
 
         // Up to 7 query heads sharing one key / value row.
-        for rows in [1, 3, 4, 7] {
+        for rows in [1, 3, 4, 7, 9] {
             let queries: Vec<f32> = (0..rows * n).map(|_| rng.gen_range(-2.0..2.0)).collect();
             let (mut fast, mut slow) = (vec![0.0; rows], vec![0.0; rows]);
             dot_f16_rows(&h, &queries, &mut fast);
@@ -159,16 +160,25 @@ fn float_helpers_match_scalar_references() {
                 );
             }
 
-            let weights: Vec<f32> = (0..rows).map(|_| rng.gen_range(-3.0..3.0)).collect();
+            if n == 0 {
+                continue;
+            }
+            // `rows` heads sharing 5 value rows (the first is `h`).
+            let n_values = 5;
+            let mut values = h.clone();
+            values.extend((0..(n_values - 1) * n).map(|_| f16::from_f32(rng.gen_range(-2.0..2.0))));
+            let weights: Vec<f32> = (0..n_values * rows)
+                .map(|_| rng.gen_range(0.0..1.0))
+                .collect();
             let start: Vec<f32> = (0..rows * n).map(|_| rng.gen_range(-2.0..2.0)).collect();
             let (mut out_fast, mut out_slow) = (start.clone(), start);
-            axpy_f16_rows(&mut out_fast, &weights, &h);
-            reference::axpy_f16_rows(&mut out_slow, &weights, &h);
+            accumulate_weighted_f16_rows(&mut out_fast, &weights, &values, n);
+            reference::accumulate_weighted_f16_rows(&mut out_slow, &weights, &values, n);
             for (i, (x, y)) in out_fast.iter().zip(&out_slow).enumerate() {
-                // The fast path fuses the multiply-add: one rounding fewer.
+                // The fast path fuses the multiply-adds: a rounding fewer per row.
                 assert!(
                     (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
-                    "axpy_f16_rows n={n} rows={rows} [{i}]: {x} vs {y}"
+                    "accumulate_weighted_f16_rows n={n} heads={rows} [{i}]: {x} vs {y}"
                 );
             }
         }

@@ -540,6 +540,7 @@ pub fn attention(
         // [SCORE_CHUNK, nh]: position-major, so one position's weights are adjacent.
         let mut scores = [0.0f32; SCORE_CHUNK * MAX_TASK_HEADS];
         let mut shifts = [0.0f32; SCORE_CHUNK * MAX_TASK_HEADS];
+        let mut chunk_values: Vec<f16> = Vec::with_capacity(SCORE_CHUNK * hv);
         let mut p0 = first;
         while p0 <= pos {
             let p1 = (p0 + SCORE_CHUNK).min(pos + 1);
@@ -569,13 +570,18 @@ pub fn attention(
                 row.copy_from_slice(&max[..nh]);
             }
             terse_kernels::exp_scaled_shifted(chunk, shape.scale, shift);
-            for (row, p) in chunk.chunks_exact_mut(nh).zip(p0..p1) {
+            for row in chunk.chunks_exact(nh) {
                 for g in 0..nh {
                     sum[g] += row[g];
                 }
-                let vo = slot(p) * v_dim + kv_head * hv;
-                terse_kernels::axpy_f16_rows(acc, row, &values[vo..vo + hv]);
             }
+            // The chunk's value rows side by side, so one call weighs them all.
+            chunk_values.clear();
+            for p in p0..p1 {
+                let vo = slot(p) * v_dim + kv_head * hv;
+                chunk_values.extend_from_slice(&values[vo..vo + hv]);
+            }
+            terse_kernels::accumulate_weighted_f16_rows(acc, chunk, &chunk_values, hv);
             p0 = p1;
         }
         for g in 0..nh {

@@ -508,32 +508,68 @@ unsafe fn dot_bf16_f32(n: usize, a: *const u16, b: *const f32) -> f32 {
     sum
 }
 
-/// acc[g·n + i] += w[g]·f32(x[i]) for g < rows; `x` holds f16 bits, widened once
-/// per 8 values for all rows.
+/// acc[g·n + i] += Σ_p w[p·heads + g]·f32(x[p·n + i]) for g < heads, p < rows;
+/// `x` holds f16 bits. Heads go in groups of up to eight, whose partial sums
+/// stay in registers while every value row is widened once per group.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn axpy_f16_rows(
+pub(crate) unsafe fn accumulate_weighted_f16_rows(
     n: usize,
+    heads: usize,
+    rows: usize,
     acc: *mut f32,
     w: *const f32,
+    x: *const u16,
+) {
+    let mut g = 0;
+    while g < heads {
+        let (acc, w) = (acc.add(g * n), w.add(g));
+        match heads - g {
+            1 => weighted_rows_n::<1>(n, heads, rows, acc, w, x),
+            2 => weighted_rows_n::<2>(n, heads, rows, acc, w, x),
+            3 => weighted_rows_n::<3>(n, heads, rows, acc, w, x),
+            4 => weighted_rows_n::<4>(n, heads, rows, acc, w, x),
+            5 => weighted_rows_n::<5>(n, heads, rows, acc, w, x),
+            6 => weighted_rows_n::<6>(n, heads, rows, acc, w, x),
+            7 => weighted_rows_n::<7>(n, heads, rows, acc, w, x),
+            _ => weighted_rows_n::<8>(n, heads, rows, acc, w, x),
+        }
+        g += 8;
+    }
+}
+
+/// [`accumulate_weighted_f16_rows`] for `M` heads starting at `acc` and `w`
+/// (whose rows are still `heads` weights apart).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn weighted_rows_n<const M: usize>(
+    n: usize,
+    heads: usize,
     rows: usize,
+    acc: *mut f32,
+    w: *const f32,
     x: *const u16,
 ) {
     let mut i = 0;
     while i + 8 <= n {
-        let xv = load_h(x.add(i));
-        for g in 0..rows {
+        let mut sums = [_mm256_setzero_ps(); M];
+        for p in 0..rows {
+            let xv = load_h(x.add(p * n + i));
+            for (g, sum) in sums.iter_mut().enumerate() {
+                *sum = _mm256_fmadd_ps(_mm256_set1_ps(*w.add(p * heads + g)), xv, *sum);
+            }
+        }
+        for (g, sum) in sums.into_iter().enumerate() {
             let o = acc.add(g * n + i);
-            _mm256_storeu_ps(
-                o,
-                _mm256_fmadd_ps(_mm256_set1_ps(*w.add(g)), xv, _mm256_loadu_ps(o)),
-            );
+            _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), sum));
         }
         i += 8;
     }
     for j in i..n {
-        let xj = fp16(x.add(j) as *const u8);
-        for g in 0..rows {
-            *acc.add(g * n + j) += *w.add(g) * xj;
+        for g in 0..M {
+            let mut sum = 0.0f32;
+            for p in 0..rows {
+                sum += *w.add(p * heads + g) * fp16(x.add(p * n + j) as *const u8);
+            }
+            *acc.add(g * n + j) += sum;
         }
     }
 }
