@@ -279,9 +279,23 @@ impl RmsNorm {
     }
 }
 
-/// 1 / sqrt(mean(x²) + eps), summed in f64 as ggml does.
+/// 1 / sqrt(mean(x²) + eps), summed in f64 as ggml does. Four running sums
+/// (one per lane of a vector) instead of one chain of dependent adds, which
+/// left Gemma's many norms at 3.5% of its prefill.
 fn rms_scale(x: &[f32], eps: f32) -> f32 {
-    let sum: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let mut lanes = [0.0f64; 4];
+    let quads = x.chunks_exact(4);
+    let rest: f64 = quads
+        .remainder()
+        .iter()
+        .map(|&v| (v as f64) * (v as f64))
+        .sum();
+    for quad in quads {
+        for (lane, &v) in lanes.iter_mut().zip(quad) {
+            *lane += (v as f64) * (v as f64);
+        }
+    }
+    let sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + rest;
     let mean = (sum / x.len() as f64) as f32;
     1.0 / (mean + eps).sqrt()
 }
