@@ -455,3 +455,21 @@ pub fn exp_scaled_shifted(x: &mut [f32], scale: f32, shift: &[f32]) {
     }
     reference::exp_scaled_shifted(x, scale, shift)
 }
+
+/// gate[i] = GELU(gate[i]) · up[i] (Gemma's gated FFN), GELU read from `table`
+/// by the f16 bits of the input as ggml does: 0 at or below -10, the input
+/// itself at or above 10. Bit-identical on every path.
+///
+/// # Panics
+/// If the lengths differ or `table` does not hold 65536 values.
+pub fn geglu_f16_table(gate: &mut [f32], up: &[f32], table: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "geglu_f16_table: length mismatch");
+    assert_eq!(table.len(), 1 << 16, "geglu_f16_table: table of every f16");
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: lengths checked; the table covers every u16 index; features detected.
+        unsafe { x86::geglu_f16_table(gate.len(), gate.as_mut_ptr(), up.as_ptr(), table.as_ptr()) };
+        return;
+    }
+    reference::geglu_f16_table(gate, up, table)
+}

@@ -834,3 +834,28 @@ pub fn exp_scaled_shifted(x: &mut [f32], scale: f32, shift: &[f32]) {
         *v = (*v * scale - s).exp();
     }
 }
+
+/// gate[i] = GELU(gate[i]) · up[i] with GELU read from `table`, indexed by the
+/// f16 bits of the input (ggml's method): 0 at or below -10, the input itself
+/// at or above 10.
+///
+/// # Panics
+/// If `up` is shorter than `gate` or `table` does not hold 65536 values.
+pub fn geglu_f16_table(gate: &mut [f32], up: &[f32], table: &[f32]) {
+    assert!(
+        up.len() >= gate.len(),
+        "geglu_f16_table: up shorter than gate"
+    );
+    assert_eq!(table.len(), 1 << 16, "geglu_f16_table: table of every f16");
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        let y = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x
+        } else {
+            table[usize::from(f16::from_f32(x).to_bits())]
+        };
+        *g = y * u;
+    }
+}

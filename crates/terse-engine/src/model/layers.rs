@@ -425,24 +425,10 @@ pub fn swiglu(pool: &ThreadPool, gate: &mut [f32], up: &[f32]) {
 /// ggml evaluates GELU through an f16 lookup table: the input is rounded to f16 and the
 /// result is an f16 value. We round the same way so Gemma matches llama.cpp closely.
 pub fn geglu(pool: &ThreadPool, gate: &mut [f32], up: &[f32]) {
-    par_chunks_mut(pool, gate, PARALLEL_MIN_ELEMENTS, |offset, gate| {
-        geglu_chunk(gate, &up[offset..])
-    });
-}
-
-fn geglu_chunk(gate: &mut [f32], up: &[f32]) {
     let table = gelu_table();
-    for (g, &u) in gate.iter_mut().zip(up) {
-        let x = *g;
-        let y = if x <= -10.0 {
-            0.0
-        } else if x >= 10.0 {
-            x
-        } else {
-            table[usize::from(f16::from_f32(x).to_bits())]
-        };
-        *g = y * u;
-    }
+    par_chunks_mut(pool, gate, PARALLEL_MIN_ELEMENTS, |offset, gate| {
+        terse_kernels::geglu_f16_table(gate, &up[offset..offset + gate.len()], table)
+    });
 }
 
 /// GELU (tanh approximation) of every f16 value, rounded to f16 and widened back: what
