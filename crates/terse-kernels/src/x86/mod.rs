@@ -926,7 +926,7 @@ mod tests {
         }
         // Scales over many magnitudes, exact ties (x.5 after scaling), zeros.
         let mut src: Vec<f32> = (0..32 * 64)
-            .map(|i| ((i * 7919 % 4001) as f32 - 2000.0) * 10f32.powi(i as i32 % 9 - 6))
+            .map(|i: i32| ((i * 7919 % 4001) as f32 - 2000.0) * 10f32.powi(i % 9 - 6))
             .collect();
         src[..32].fill(0.0);
         for (i, v) in src[32..64].iter_mut().enumerate() {
