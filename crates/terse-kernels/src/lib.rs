@@ -181,17 +181,19 @@ pub(crate) const MULTI_TOKENS: usize = 1;
 
 /// Dots one weight row with several activation rows in one pass over the row
 /// (bit-identical to [`vec_dot`] per pair): `(n, weight row, activations,
-/// activation row bytes, activation side data, out)` with `out.len()` rows; the
-/// side data comes from [`activation_side_data`] over the same rows.
+/// activation row bytes, group side data, out)` with `out.len()` ≤
+/// [`MULTI_TOKENS`] rows; the side data comes from [`group_side_data`] over
+/// the same rows.
 pub(crate) type MultiDotFn = fn(usize, &[u8], &[u8], usize, &[f32], &mut [f32]);
 
-/// 32-bit words [`activation_side_data`] appends per activation block for
-/// `weight`.
-pub(crate) fn side_words_per_block(weight: GgmlType) -> usize {
+/// Words [`group_side_data`] appends for one group of rows of `n` elements.
+pub(crate) fn group_side_words(weight: GgmlType, n: usize) -> usize {
+    let lanes = MULTI_TOKENS;
     match weight {
-        GgmlType::Q8_0 => 1,
-        GgmlType::Q4_0 | GgmlType::Q5_0 => 2,
-        GgmlType::Q4_K => 4,
+        GgmlType::Q8_0 => lanes * (n / blocks::QK),
+        GgmlType::Q4_0 | GgmlType::Q5_0 => 2 * lanes * (n / blocks::QK),
+        GgmlType::Q4_K => (lanes + 4 * lanes) * (n / blocks::QK_K),
+        GgmlType::Q6_K => lanes * (n / blocks::QK_K),
         _ => 0,
     }
 }
@@ -206,38 +208,70 @@ fn stored_offset(weight: GgmlType) -> Option<f32> {
 }
 
 /// Appends to `out` what the multi-row kernels would otherwise recompute from
-/// an activation row for every weight row (they read it once per matmul):
+/// a group of up to [`MULTI_TOKENS`] activation rows (`rows` of them, each
+/// `row_bytes` long in `acts`) for every weight row: they read it once per
+/// matmul. Per-block values come block-major with one lane per row (rows
+/// past `rows` are 0), so a kernel scales all the rows of a block with one
+/// vector multiply:
 /// - Q8_0 activations: each block's f16 scale widened to f32, then, for Q4_0
 ///   and Q5_0 weights (stored `+offset`), each block's `-offset · Σq` (exact in
 ///   f32: |Σq| ≤ 32 · 127);
-/// - Q8_K activations of Q4_K weights: each block's eight sums over 32
-///   elements (its sixteen 16-element `bsums` added in pairs) as `i16`, two
-///   per word, stored as f32 bit patterns that are only ever reloaded as
-///   integers;
+/// - Q8_K activations of Q4_K and Q6_K weights: each block's f32 scale; for
+///   Q4_K then, row by row, each block's eight sums over 32 elements (its
+///   sixteen 16-element `bsums` added in pairs) as `i16`, two per word, stored
+///   as f32 bit patterns that are only ever reloaded as integers;
 /// - anything else: nothing.
-pub(crate) fn activation_side_data(weight: GgmlType, act_row: &[u8], out: &mut Vec<f32>) {
-    match side_words_per_block(weight) {
-        1 | 2 => {
-            let blocks = act_row.chunks_exact(blocks::Q8_0_BYTES);
-            out.extend(
-                blocks
-                    .clone()
-                    .map(|b| f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()),
-            );
+pub(crate) fn group_side_data(
+    weight: GgmlType,
+    acts: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    out: &mut Vec<f32>,
+) {
+    let row = |j: usize| &acts[j * row_bytes..(j + 1) * row_bytes];
+    // For every block, one value per lane: f(row j's block) for j < rows, else 0.
+    let block_major = |out: &mut Vec<f32>, block_bytes: usize, f: &dyn Fn(&[u8]) -> f32| {
+        for b in 0..row_bytes / block_bytes {
+            out.extend((0..MULTI_TOKENS).map(|j| {
+                if j < rows {
+                    f(&row(j)[b * block_bytes..(b + 1) * block_bytes])
+                } else {
+                    0.0
+                }
+            }));
+        }
+    };
+    let f16_at_0 = |b: &[u8]| f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+    let f32_at_0 = |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    match weight {
+        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 => {
+            block_major(out, blocks::Q8_0_BYTES, &f16_at_0);
             if let Some(offset) = stored_offset(weight) {
-                out.extend(blocks.map(|b| {
+                block_major(out, blocks::Q8_0_BYTES, &|b| {
                     let sum: i32 = b[2..].iter().map(|&q| i32::from(q as i8)).sum();
                     -offset * sum as f32
-                }));
+                });
             }
         }
-        4 => {
-            for block in act_row.chunks_exact(blocks::Q8_K_BYTES) {
-                let bsums = &block[blocks::Q8_K_BSUMS..blocks::Q8_K_BSUMS + 32];
-                let bsum = |i: usize| i16::from_le_bytes([bsums[2 * i], bsums[2 * i + 1]]);
-                // |sum of 32 i8| <= 4064: the pair sum cannot overflow.
-                let sum32 = |k: usize| (bsum(2 * k) + bsum(2 * k + 1)) as u16 as u32;
-                out.extend((0..4).map(|w| f32::from_bits(sum32(2 * w) | sum32(2 * w + 1) << 16)));
+        GgmlType::Q4_K | GgmlType::Q6_K => {
+            block_major(out, blocks::Q8_K_BYTES, &f32_at_0);
+            if weight == GgmlType::Q4_K {
+                let n_blocks = row_bytes / blocks::Q8_K_BYTES;
+                for j in 0..MULTI_TOKENS {
+                    if j >= rows {
+                        out.extend(std::iter::repeat_n(0.0, 4 * n_blocks));
+                        continue;
+                    }
+                    for block in row(j).chunks_exact(blocks::Q8_K_BYTES) {
+                        let bsums = &block[blocks::Q8_K_BSUMS..blocks::Q8_K_BSUMS + 32];
+                        let bsum = |i: usize| i16::from_le_bytes([bsums[2 * i], bsums[2 * i + 1]]);
+                        // |sum of 32 i8| <= 4064: the pair sum cannot overflow.
+                        let sum32 = |k: usize| (bsum(2 * k) + bsum(2 * k + 1)) as u16 as u32;
+                        out.extend(
+                            (0..4).map(|w| f32::from_bits(sum32(2 * w) | sum32(2 * w + 1) << 16)),
+                        );
+                    }
+                }
             }
         }
         _ => {}
@@ -298,7 +332,7 @@ pub fn vec_dot(weight: GgmlType, n: usize, w_row: &[u8], act_row: &[u8]) -> f32 
         return checked_vec_dot(weight, n, w_row, act_row, |w, a| {
             ACT_SIDE.with_borrow_mut(|side| {
                 side.clear();
-                activation_side_data(weight, a, side);
+                group_side_data(weight, a, a.len(), 1, side);
                 let mut out = [0.0f32];
                 multi(n, w, a, a.len(), side, &mut out);
                 out[0]

@@ -1,20 +1,19 @@
 //! Weight-matrix × activation products, split by rows across the pool.
 //!
 //! Decode (one token) reads each weight byte once: per row, one kernel call
-//! with lengths checked once per matmul. Prefill (many tokens) reuses weights: a task owns a
-//! chunk of rows and walks the tokens in small tiles, so each weight row is
-//! pulled from memory once per tile and stays in L1 while it is dotted with
-//! every activation row of the tile, and the chunk stays in L2 across tiles.
+//! with lengths checked once per matmul. Prefill (many tokens) reuses weights:
+//! a task owns a chunk of rows and walks the tokens in groups of
+//! [`MULTI_TOKENS`], so each weight row is unpacked once per group while it is
+//! dotted with every activation row of the group, and the chunk stays in L2
+//! across groups.
 
 use crate::blocks;
 use crate::pool::ThreadPool;
 use crate::{
-    activation_row_bytes, activation_side_data, is_supported, multi_dot_fn, vec_dot_fn, GgmlType,
+    activation_row_bytes, group_side_data, is_supported, multi_dot_fn, vec_dot_fn, GgmlType,
     KernelError, ACT_SIDE, MULTI_TOKENS,
 };
 
-/// Tokens dotted against one weight row while it is hot in L1.
-const TOKEN_TILE: usize = 8;
 /// Target bytes of weights per task: small enough to balance across
 /// threads, large enough that claiming a task is negligible.
 const TASK_BYTES: usize = 64 * 1024;
@@ -201,38 +200,38 @@ pub fn matmul(
             return;
         }
     };
+    // One call per group of MULTI_TOKENS tokens: a weight row is unpacked once
+    // per group and stays in L1 for all of its tokens.
+    let n_groups = n_tokens.div_ceil(MULTI_TOKENS);
     ACT_SIDE.with_borrow_mut(|side| {
         side.clear();
-        for t in 0..n_tokens {
-            activation_side_data(w.ty, &act[t * a_row_bytes..(t + 1) * a_row_bytes], side);
+        for g in 0..n_groups {
+            let t = g * MULTI_TOKENS;
+            let rows = (n_tokens - t).min(MULTI_TOKENS);
+            let acts = &act[t * a_row_bytes..(t + rows) * a_row_bytes];
+            group_side_data(w.ty, acts, a_row_bytes, rows, side);
         }
         let side: &[f32] = side;
-        let side_per_token = side.len() / n_tokens;
+        let group_words = side.len() / n_groups;
         pool.run(n_tasks, &|task| {
-            let mut t0 = 0;
-            while t0 < n_tokens {
-                let t1 = (t0 + TOKEN_TILE).min(n_tokens);
+            for g in 0..n_groups {
+                let t = g * MULTI_TOKENS;
+                let rows = (n_tokens - t).min(MULTI_TOKENS);
                 for r in rows_of(task) {
                     let w_row = &w.data[r * w_row_bytes..(r + 1) * w_row_bytes];
-                    let mut t = t0;
-                    while t < t1 {
-                        let n = (t1 - t).min(MULTI_TOKENS);
-                        let mut values = [0.0f32; MULTI_TOKENS];
-                        multi(
-                            w.cols,
-                            w_row,
-                            &act[t * a_row_bytes..],
-                            a_row_bytes,
-                            &side[t * side_per_token..],
-                            &mut values[..n],
-                        );
-                        for (j, &v) in values[..n].iter().enumerate() {
-                            store(t + j, r, v);
-                        }
-                        t += n;
+                    let mut values = [0.0f32; MULTI_TOKENS];
+                    multi(
+                        w.cols,
+                        w_row,
+                        &act[t * a_row_bytes..],
+                        a_row_bytes,
+                        &side[g * group_words..],
+                        &mut values[..rows],
+                    );
+                    for (j, &v) in values[..rows].iter().enumerate() {
+                        store(t + j, r, v);
                     }
                 }
-                t0 = t1;
             }
         });
     });

@@ -37,20 +37,43 @@ unsafe fn rows<const N: usize>(acts: *const u8, a_row_bytes: usize) -> [*const u
     std::array::from_fn(|j| acts.add(j * a_row_bytes))
 }
 
+/// Row j's block scale in all eight lanes, from the block's [`scales`].
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn lane<const N: usize>(v: __m256, j: usize) -> __m256 {
+    if N == 1 {
+        v
+    } else {
+        _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(j as i32))
+    }
+}
+
+/// `weight_scale` (broadcast) times the eight rows' activation scales at
+/// `act_scales`: lane j is row j's combined scale. With one row (decode) the
+/// product is formed on the broadcast scale instead, so lane 0 is already in
+/// every lane and [`lane`] has nothing to shuffle; the products are the same.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn scales<const N: usize>(weight_scale: __m256, act_scales: *const f32) -> __m256 {
+    if N == 1 {
+        _mm256_mul_ps(weight_scale, _mm256_broadcast_ss(&*act_scales))
+    } else {
+        _mm256_mul_ps(weight_scale, _mm256_loadu_ps(act_scales))
+    }
+}
+
 /// Kernels for the 32-element formats dotted with Q8_0 activations. `side`
-/// holds, per token, the activation blocks' scales widened to f32 (`nb`
-/// words) and, for the offset formats, `-offset · Σq` of every block (`nb`
-/// more; see [`crate::activation_side_data`]).
+/// holds, block by block, the eight rows' activation scales widened to f32
+/// and, for the offset formats, then each block's `-offset · Σq` per row (see
+/// [`crate::group_side_data`]): one multiply gives a block's combined scale
+/// `dx · dy` for every row, where each row converted and multiplied its own.
 ///
 /// - Q8_0 quants are signed: `maddubs` needs one unsigned operand, so the
 ///   weight's sign moves onto the activation (`sign`, as ggml does).
 /// - Q4_0/Q5_0 quants are stored `+8`/`+16`, i.e. unsigned: they go into `maddubs`
-///   as stored and the offset comes out once per block as `d · (-offset · Σq)`,
-///   one FMA per block pair on two lanes, instead of two `sign`s per block.
+///   as stored and the offset comes out as `dx · dy · (-offset · Σq)`, one FMA
+///   per block for all rows at once, instead of two `sign`s per block and row.
 ///
-/// Both scales of a block pair are widened by one conversion and multiplied
-/// with the activation scales in one vector op: the combined scale of a block
-/// was nine instructions when each f16 was converted and multiplied alone.
 /// Blocks are summed in pairs (multiply, FMA, one add) to halve the FMA-latency
 /// chain.
 macro_rules! q8_0_family {
@@ -65,12 +88,18 @@ macro_rules! q8_0_family {
             out: &mut [f32],
         ) {
             const OFFSET: bool = $offset;
-            let side_words = if OFFSET { 2 * nb } else { nb };
             let ys = rows::<N>(acts, a_row_bytes);
-            let yd = |j: usize, b: usize| side.add(j * side_words + b);
-            let yc = |j: usize, b: usize| side.add(j * side_words + nb + b);
+            let lanes = MAX_TOKENS;
+            let yd = |b: usize| side.add(lanes * b);
+            let offsets = |b: usize| side.add(lanes * (nb + b));
             let mut acc = [_mm256_setzero_ps(); N];
-            let mut acc_offset = [_mm_setzero_ps(); N];
+            // Lane j: row j's offset term, over even and over odd blocks (two
+            // chains: one FMA after another per pair was the one-row loop's
+            // critical path).
+            let mut acc_offset = [_mm256_setzero_ps(); 2];
+            // The same for one row, as scalars: lane 0 of a vector would drag
+            // its other lanes along.
+            let mut row_offset = [0.0f32; 2];
             let mut first = 0;
             while first + 1 < nb {
                 let (x0, x1) = (x.add(first * $w_bytes), x.add((first + 1) * $w_bytes));
@@ -78,6 +107,25 @@ macro_rules! q8_0_family {
                     prefetch_ahead(x0);
                 }
                 let dx01 = fp16x2(x0, x1);
+                let (dx0, dx1) = (
+                    _mm256_broadcastss_ps(dx01),
+                    _mm256_broadcastss_ps(_mm_movehdup_ps(dx01)),
+                );
+                // Lane j: dx · dy of row j, for each block of the pair.
+                let (d0, d1) = (scales::<N>(dx0, yd(first)), scales::<N>(dx1, yd(first + 1)));
+                if OFFSET {
+                    if N == 1 {
+                        let d0 = _mm256_cvtss_f32(d0);
+                        let d1 = _mm256_cvtss_f32(d1);
+                        row_offset[0] = d0.mul_add(*offsets(first), row_offset[0]);
+                        row_offset[1] = d1.mul_add(*offsets(first + 1), row_offset[1]);
+                    } else {
+                        let c0 = _mm256_loadu_ps(offsets(first));
+                        let c1 = _mm256_loadu_ps(offsets(first + 1));
+                        acc_offset[0] = _mm256_fmadd_ps(d0, c0, acc_offset[0]);
+                        acc_offset[1] = _mm256_fmadd_ps(d1, c1, acc_offset[1]);
+                    }
+                }
                 let qx0: __m256i = {
                     let $xb = x0;
                     $unpack
@@ -92,10 +140,6 @@ macro_rules! q8_0_family {
                 );
                 for j in 0..N {
                     let yb = ys[j].add(first * Q8_0_BYTES);
-                    // Lanes 0 and 1: dx · dy of the two blocks (lanes 2, 3 are 0).
-                    let d01 = _mm_mul_ps(dx01, load_f32x2(yd(j, first)));
-                    let d0 = _mm256_broadcastss_ps(d01);
-                    let d1 = _mm256_broadcastss_ps(_mm_movehdup_ps(d01));
                     let s0 = mul_sum_us8_pairs_float(
                         ax0,
                         matching_activation::<OFFSET>(load256(yb.add(2)), qx0),
@@ -104,10 +148,9 @@ macro_rules! q8_0_family {
                         ax1,
                         matching_activation::<OFFSET>(load256(yb.add(Q8_0_BYTES + 2)), qx1),
                     );
-                    acc[j] = _mm256_add_ps(acc[j], _mm256_fmadd_ps(d1, s1, _mm256_mul_ps(d0, s0)));
-                    if OFFSET {
-                        acc_offset[j] = _mm_fmadd_ps(d01, load_f32x2(yc(j, first)), acc_offset[j]);
-                    }
+                    let pair =
+                        _mm256_fmadd_ps(lane::<N>(d1, j), s1, _mm256_mul_ps(lane::<N>(d0, j), s0));
+                    acc[j] = _mm256_add_ps(acc[j], pair);
                 }
                 first += 2;
             }
@@ -116,7 +159,15 @@ macro_rules! q8_0_family {
                 // Lane 1 (the block's next two bytes) is unused; two distinct
                 // loads keep LLVM from merging the conversion into a live
                 // register (see `fp16x2`).
-                let dx = fp16x2(x0, x0.add(2));
+                let d = scales::<N>(_mm256_broadcastss_ps(fp16x2(x0, x0.add(2))), yd(first));
+                if OFFSET {
+                    if N == 1 {
+                        row_offset[0] = _mm256_cvtss_f32(d).mul_add(*offsets(first), row_offset[0]);
+                    } else {
+                        let c = _mm256_loadu_ps(offsets(first));
+                        acc_offset[0] = _mm256_fmadd_ps(d, c, acc_offset[0]);
+                    }
+                }
                 let qx: __m256i = {
                     let $xb = x0;
                     $unpack
@@ -124,21 +175,22 @@ macro_rules! q8_0_family {
                 let ax = unsigned_operand::<OFFSET>(qx);
                 for j in 0..N {
                     let yb = ys[j].add(first * Q8_0_BYTES);
-                    // Lane 0: dx · dy; zeros above (`mul_ss` would keep dx there).
-                    let d = _mm_set_ss(_mm_cvtss_f32(dx) * *yd(j, first));
                     let s = mul_sum_us8_pairs_float(
                         ax,
                         matching_activation::<OFFSET>(load256(yb.add(2)), qx),
                     );
-                    acc[j] = _mm256_fmadd_ps(_mm256_broadcastss_ps(d), s, acc[j]);
-                    if OFFSET {
-                        acc_offset[j] = _mm_fmadd_ps(d, _mm_load_ss(yc(j, first)), acc_offset[j]);
-                    }
+                    acc[j] = _mm256_fmadd_ps(lane::<N>(d, j), s, acc[j]);
                 }
             }
+            let mut offset = [row_offset[0] + row_offset[1]; MAX_TOKENS];
+            if N > 1 {
+                _mm256_storeu_ps(
+                    offset.as_mut_ptr(),
+                    _mm256_add_ps(acc_offset[0], acc_offset[1]),
+                );
+            }
             for j in 0..N {
-                let offset = _mm_add_ss(acc_offset[j], _mm_movehdup_ps(acc_offset[j]));
-                out[j] = hsum_float_8(acc[j]) + _mm_cvtss_f32(offset);
+                out[j] = hsum_float_8(acc[j]) + offset[j];
             }
         }
     };
@@ -168,13 +220,6 @@ unsafe fn matching_activation<const OFFSET: bool>(y: __m256i, qx: __m256i) -> __
     }
 }
 
-/// Two f32 at `p` in lanes 0 and 1, zeros above.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn load_f32x2(p: *const f32) -> __m128 {
-    _mm_castpd_ps(_mm_load_sd(p as *const f64))
-}
-
 q8_0_family!(q4_0_rows, Q4_0_BYTES, offset: true, |xb| bytes_from_nibbles_32(xb.add(2)));
 q8_0_family!(q5_0_rows, Q5_0_BYTES, offset: true, |xb| {
     let bit4 = _mm256_and_si256(bytes_from_bits_32(xb.add(2)), _mm256_set1_epi8(0x10));
@@ -182,38 +227,40 @@ q8_0_family!(q5_0_rows, Q5_0_BYTES, offset: true, |xb| {
 });
 q8_0_family!(q8_0_rows, Q8_0_BYTES, offset: false, |xb| load256(xb.add(2)));
 
-/// `sums32` holds each token's per-block 32-element activation sums (four
-/// words per block, token-major, see [`crate::activation_side_data`]): folding
-/// them out of `bsums` for every weight row cost as much as the dot products
-/// themselves.
+/// `side` holds the rows' activation block scales block by block (eight
+/// lanes), then row by row each block's eight sums over 32 elements (four
+/// words per block, see [`crate::group_side_data`]): folding them out of
+/// `bsums` for every weight row cost as much as the dot products themselves.
+/// The mins term goes into the lanes 0–3 of each row's accumulator.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_k_rows<const N: usize>(
     nb: usize,
     x: *const u8,
     acts: *const u8,
     a_row_bytes: usize,
-    sums32: *const f32,
+    side: *const f32,
     out: &mut [f32],
 ) {
     let ys = rows::<N>(acts, a_row_bytes);
+    let sums32 = side.add(MAX_TOKENS * nb);
     let m4 = _mm256_set1_epi8(0xF);
     let mut acc = [_mm256_setzero_ps(); N];
-    let mut acc_m = [_mm_setzero_ps(); N];
     for i in 0..nb {
         let xb = x.add(i * Q4_K_BYTES);
         let d_dmin = fp16x2(xb, xb.add(2));
-        let (xd, xdmin) = (
-            _mm_cvtss_f32(d_dmin),
-            _mm_cvtss_f32(_mm_movehdup_ps(d_dmin)),
-        );
+        // Lane j: row j's scale times the block's d, and times -dmin.
+        let yd = side.add(MAX_TOKENS * i);
+        let d = scales::<N>(_mm256_broadcastss_ps(d_dmin), yd);
+        let neg_dmin = _mm_sub_ps(_mm_setzero_ps(), _mm_movehdup_ps(d_dmin));
+        let dmin = scales::<N>(_mm256_broadcastss_ps(neg_dmin), yd);
         let (mins, sm) = k4_mins_scales(xb.add(4));
         let mut sumi = [_mm256_setzero_si256(); N];
         for k in 0..QK_K / 64 {
-            let scale_l = _mm256_set1_epi16(sm[2 * k] as i16);
-            let scale_h = _mm256_set1_epi16(sm[2 * k + 1] as i16);
             if N == 1 {
                 prefetch_ahead(xb.add(16 + 32 * k));
             }
+            let scale_l = _mm256_set1_epi16(sm[2 * k] as i16);
+            let scale_h = _mm256_set1_epi16(sm[2 * k + 1] as i16);
             let q4bits = load256(xb.add(16 + 32 * k));
             let q4l = _mm256_and_si256(q4bits, m4);
             let q4h = _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4);
@@ -226,27 +273,26 @@ unsafe fn q4_k_rows<const N: usize>(
             }
         }
         for j in 0..N {
-            let yd = (ys[j].add(i * Q8_K_BYTES) as *const f32).read_unaligned();
             let q8s = _mm_loadu_si128(sums32.add((j * nb + i) * 4) as *const __m128i);
-            let prod = _mm_madd_epi16(mins, q8s);
-            acc_m[j] = _mm_fmadd_ps(_mm_set1_ps(-yd * xdmin), _mm_cvtepi32_ps(prod), acc_m[j]);
-            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(yd * xd), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
+            let prod = _mm256_zextsi128_si256(_mm_madd_epi16(mins, q8s));
+            acc[j] = _mm256_fmadd_ps(lane::<N>(d, j), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
+            acc[j] = _mm256_fmadd_ps(lane::<N>(dmin, j), _mm256_cvtepi32_ps(prod), acc[j]);
         }
     }
     for j in 0..N {
-        let mut m = _mm_add_ps(acc_m[j], _mm_movehl_ps(acc_m[j], acc_m[j]));
-        m = _mm_add_ss(m, _mm_movehdup_ps(m));
-        out[j] = hsum_float_8(acc[j]) + _mm_cvtss_f32(m);
+        out[j] = hsum_float_8(acc[j]);
     }
 }
 
+/// `side` holds the rows' activation block scales block by block (eight
+/// lanes, see [`crate::group_side_data`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6_k_rows<const N: usize>(
     nb: usize,
     x: *const u8,
     acts: *const u8,
     a_row_bytes: usize,
-    _side: *const f32,
+    side: *const f32,
     out: &mut [f32],
 ) {
     let ys = rows::<N>(acts, a_row_bytes);
@@ -255,7 +301,11 @@ unsafe fn q6_k_rows<const N: usize>(
     let mut acc = [_mm256_setzero_ps(); N];
     for i in 0..nb {
         let xb = x.add(i * Q6_K_BYTES);
-        let xd = fp16(xb.add(208));
+        // Lane j: row j's scale times the block's.
+        let d = scales::<N>(
+            _mm256_broadcastss_ps(fp16x2(xb.add(208), xb.add(206))),
+            side.add(MAX_TOKENS * i),
+        );
         let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(xb.add(192) as *const __m128i));
         let mut sumi: [__m256i; N] =
             std::array::from_fn(|j| q6_k_offset(scales16, ys[j].add(i * Q8_K_BYTES + Q8_K_BSUMS)));
@@ -287,8 +337,7 @@ unsafe fn q6_k_rows<const N: usize>(
             }
         }
         for j in 0..N {
-            let d = (ys[j].add(i * Q8_K_BYTES) as *const f32).read_unaligned() * xd;
-            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
+            acc[j] = _mm256_fmadd_ps(lane::<N>(d, j), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
         }
     }
     for j in 0..N {
@@ -300,7 +349,7 @@ unsafe fn q6_k_rows<const N: usize>(
 /// the activation side data its kernel reads), then runs the kernel
 /// instantiated for the number of tokens.
 macro_rules! multi_dot {
-    ($name:ident, $kernel:ident, $block:expr, $w_bytes:expr, $a_bytes:expr, $side_words:expr) => {
+    ($name:ident, $kernel:ident, $ty:expr, $block:expr, $w_bytes:expr, $a_bytes:expr) => {
         fn $name(
             n: usize,
             w: &[u8],
@@ -316,7 +365,7 @@ macro_rules! multi_dot {
                     && w.len() >= nb * $w_bytes
                     && a_row_bytes >= nb * $a_bytes
                     && acts.len() >= (n_tok - 1) * a_row_bytes + nb * $a_bytes
-                    && act_side.len() >= n_tok * nb * $side_words,
+                    && act_side.len() >= crate::group_side_words($ty, n),
                 "multi-row dot: rows shorter than n elements"
             );
             let (x, y, side) = (w.as_ptr(), acts.as_ptr(), act_side.as_ptr());
@@ -338,11 +387,46 @@ macro_rules! multi_dot {
     };
 }
 
-multi_dot!(multi_q4_0, q4_0_rows, QK, Q4_0_BYTES, Q8_0_BYTES, 2);
-multi_dot!(multi_q5_0, q5_0_rows, QK, Q5_0_BYTES, Q8_0_BYTES, 2);
-multi_dot!(multi_q8_0, q8_0_rows, QK, Q8_0_BYTES, Q8_0_BYTES, 1);
-multi_dot!(multi_q4_k, q4_k_rows, QK_K, Q4_K_BYTES, Q8_K_BYTES, 4);
-multi_dot!(multi_q6_k, q6_k_rows, QK_K, Q6_K_BYTES, Q8_K_BYTES, 0);
+multi_dot!(
+    multi_q4_0,
+    q4_0_rows,
+    GgmlType::Q4_0,
+    QK,
+    Q4_0_BYTES,
+    Q8_0_BYTES
+);
+multi_dot!(
+    multi_q5_0,
+    q5_0_rows,
+    GgmlType::Q5_0,
+    QK,
+    Q5_0_BYTES,
+    Q8_0_BYTES
+);
+multi_dot!(
+    multi_q8_0,
+    q8_0_rows,
+    GgmlType::Q8_0,
+    QK,
+    Q8_0_BYTES,
+    Q8_0_BYTES
+);
+multi_dot!(
+    multi_q4_k,
+    q4_k_rows,
+    GgmlType::Q4_K,
+    QK_K,
+    Q4_K_BYTES,
+    Q8_K_BYTES
+);
+multi_dot!(
+    multi_q6_k,
+    q6_k_rows,
+    GgmlType::Q6_K,
+    QK_K,
+    Q6_K_BYTES,
+    Q8_K_BYTES
+);
 
 /// The multi-row kernel for `weight`, where one exists on this CPU.
 pub(crate) fn multi_dot_fn(weight: GgmlType) -> Option<MultiDotFn> {
@@ -409,13 +493,11 @@ mod tests {
                 quantize_activation_row(ty, &x, &mut acts[t * arb..(t + 1) * arb])
                     .expect("quantize");
             }
-            let mut scales = Vec::new();
-            for t in 0..MAX_TOKENS {
-                crate::activation_side_data(ty, &acts[t * arb..(t + 1) * arb], &mut scales);
-            }
             for n_tok in 1..=MAX_TOKENS {
+                let mut side = Vec::new();
+                crate::group_side_data(ty, &acts[..n_tok * arb], arb, n_tok, &mut side);
                 let mut out = vec![0.0f32; n_tok];
-                f(n, &w, &acts, arb, &scales, &mut out);
+                f(n, &w, &acts, arb, &side, &mut out);
                 for (t, &v) in out.iter().enumerate() {
                     let single = vec_dot(ty, n, &w, &acts[t * arb..(t + 1) * arb]);
                     assert_eq!(v.to_bits(), single.to_bits(), "{ty} token {t} of {n_tok}");
