@@ -186,12 +186,13 @@ pub(crate) const MULTI_TOKENS: usize = 1;
 /// the same rows.
 pub(crate) type MultiDotFn = fn(usize, &[u8], &[u8], usize, &[f32], &mut [f32]);
 
-/// Words [`group_side_data`] appends for one group of rows of `n` elements.
-pub(crate) fn group_side_words(weight: GgmlType, n: usize) -> usize {
+/// Words [`group_side_data`] appends for a group of `rows` rows of `n` elements.
+pub(crate) fn group_side_words(weight: GgmlType, n: usize, rows: usize) -> usize {
     let lanes = MULTI_TOKENS;
     match weight {
         GgmlType::Q8_0 => lanes * (n / blocks::QK),
         GgmlType::Q4_0 | GgmlType::Q5_0 => 2 * lanes * (n / blocks::QK),
+        GgmlType::Q4_K if rows == 1 => (lanes + 4) * (n / blocks::QK_K),
         GgmlType::Q4_K => (lanes + 4 * lanes) * (n / blocks::QK_K),
         GgmlType::Q6_K => lanes * (n / blocks::QK_K),
         _ => 0,
@@ -217,9 +218,10 @@ fn stored_offset(weight: GgmlType) -> Option<f32> {
 ///   and Q5_0 weights (stored `+offset`), each block's `-offset · Σq` (exact in
 ///   f32: |Σq| ≤ 32 · 127);
 /// - Q8_K activations of Q4_K and Q6_K weights: each block's f32 scale; for
-///   Q4_K then, row by row, each block's eight sums over 32 elements (its
-///   sixteen 16-element `bsums` added in pairs) as `i16`, two per word, stored
-///   as f32 bit patterns that are only ever reloaded as integers;
+///   Q4_K then each block's eight sums over 32 elements (its sixteen
+///   16-element `bsums` added in pairs) as `i16`, two per word (one word per
+///   pair and row, one lane only for a lone row), stored as f32 bit patterns
+///   that are only ever reloaded as integers;
 /// - anything else: nothing.
 pub(crate) fn group_side_data(
     weight: GgmlType,
@@ -256,20 +258,23 @@ pub(crate) fn group_side_data(
         GgmlType::Q4_K | GgmlType::Q6_K => {
             block_major(out, blocks::Q8_K_BYTES, &f32_at_0);
             if weight == GgmlType::Q4_K {
-                let n_blocks = row_bytes / blocks::Q8_K_BYTES;
-                for j in 0..MULTI_TOKENS {
-                    if j >= rows {
-                        out.extend(std::iter::repeat_n(0.0, 4 * n_blocks));
-                        continue;
-                    }
-                    for block in row(j).chunks_exact(blocks::Q8_K_BYTES) {
-                        let bsums = &block[blocks::Q8_K_BSUMS..blocks::Q8_K_BSUMS + 32];
-                        let bsum = |i: usize| i16::from_le_bytes([bsums[2 * i], bsums[2 * i + 1]]);
-                        // |sum of 32 i8| <= 4064: the pair sum cannot overflow.
-                        let sum32 = |k: usize| (bsum(2 * k) + bsum(2 * k + 1)) as u16 as u32;
-                        out.extend(
-                            (0..4).map(|w| f32::from_bits(sum32(2 * w) | sum32(2 * w + 1) << 16)),
-                        );
+                // Per block, per pair of 32-element sub-blocks, one word per row
+                // (just the one for a lone row).
+                let lanes = if rows == 1 { 1 } else { MULTI_TOKENS };
+                for b in 0..row_bytes / blocks::Q8_K_BYTES {
+                    for pair in 0..4 {
+                        out.extend((0..lanes).map(|j| {
+                            if j >= rows {
+                                return 0.0;
+                            }
+                            let block = &row(j)[b * blocks::Q8_K_BYTES..];
+                            let bsums = &block[blocks::Q8_K_BSUMS..blocks::Q8_K_BSUMS + 32];
+                            let bsum =
+                                |i: usize| i16::from_le_bytes([bsums[2 * i], bsums[2 * i + 1]]);
+                            // |sum of 32 i8| <= 4064: the pair sum cannot overflow.
+                            let sum32 = |k: usize| (bsum(2 * k) + bsum(2 * k + 1)) as u16 as u32;
+                            f32::from_bits(sum32(2 * pair) | sum32(2 * pair + 1) << 16)
+                        }));
                     }
                 }
             }

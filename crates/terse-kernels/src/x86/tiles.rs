@@ -228,10 +228,13 @@ q8_0_family!(q5_0_rows, Q5_0_BYTES, offset: true, |xb| {
 q8_0_family!(q8_0_rows, Q8_0_BYTES, offset: false, |xb| load256(xb.add(2)));
 
 /// `side` holds the rows' activation block scales block by block (eight
-/// lanes), then row by row each block's eight sums over 32 elements (four
-/// words per block, see [`crate::group_side_data`]): folding them out of
+/// lanes), then each block's sums over 32 elements, a pair of them per word,
+/// one word per row (see [`crate::group_side_data`]): folding them out of
 /// `bsums` for every weight row cost as much as the dot products themselves.
-/// The mins term goes into the lanes 0–3 of each row's accumulator.
+/// The mins term `-dmin · dy · Σ min · sum` of all rows is one vector, lane j
+/// for row j (four `madd`s per block for all rows); one row (decode) has its
+/// four words side by side and sums them as a scalar: the same integers and
+/// product.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_k_rows<const N: usize>(
     nb: usize,
@@ -242,9 +245,12 @@ unsafe fn q4_k_rows<const N: usize>(
     out: &mut [f32],
 ) {
     let ys = rows::<N>(acts, a_row_bytes);
-    let sums32 = side.add(MAX_TOKENS * nb);
+    let sums32 = side.add(MAX_TOKENS * nb) as *const i32;
     let m4 = _mm256_set1_epi8(0xF);
     let mut acc = [_mm256_setzero_ps(); N];
+    // Lane j: row j's mins term (one row: a scalar).
+    let mut acc_mins = _mm256_setzero_ps();
+    let mut row_mins = 0.0f32;
     for i in 0..nb {
         let xb = x.add(i * Q4_K_BYTES);
         let d_dmin = fp16x2(xb, xb.add(2));
@@ -272,15 +278,35 @@ unsafe fn q4_k_rows<const N: usize>(
                 sumi[j] = _mm256_add_epi32(sumi[j], _mm256_add_epi32(p16l, p16h));
             }
         }
+        // Word p of block i, row j: sums32[(4i + p)·8 + j] (one row: [4i + p]).
+        let words = sums32.add(4 * if N == 1 { 1 } else { MAX_TOKENS } * i);
+        if N == 1 {
+            let q8s = _mm_loadu_si128(words as *const __m128i);
+            let sum = hsum_i32_4(_mm_madd_epi16(mins, q8s)) as f32;
+            row_mins = _mm256_cvtss_f32(dmin).mul_add(sum, row_mins);
+        } else {
+            let mut sums = _mm256_setzero_si256();
+            for p in 0..4 {
+                // Mins 2p and 2p + 1 (word p of the eight i16) in every lane.
+                let pair = _mm256_permutevar8x32_epi32(
+                    _mm256_castsi128_si256(mins),
+                    _mm256_set1_epi32(p as i32),
+                );
+                let row_words = _mm256_loadu_si256(words.add(8 * p) as *const __m256i);
+                sums = _mm256_add_epi32(sums, _mm256_madd_epi16(pair, row_words));
+            }
+            acc_mins = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(sums), acc_mins);
+        }
         for j in 0..N {
-            let q8s = _mm_loadu_si128(sums32.add((j * nb + i) * 4) as *const __m128i);
-            let prod = _mm256_zextsi128_si256(_mm_madd_epi16(mins, q8s));
             acc[j] = _mm256_fmadd_ps(lane::<N>(d, j), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
-            acc[j] = _mm256_fmadd_ps(lane::<N>(dmin, j), _mm256_cvtepi32_ps(prod), acc[j]);
         }
     }
+    let mut mins_term = [row_mins; MAX_TOKENS];
+    if N > 1 {
+        _mm256_storeu_ps(mins_term.as_mut_ptr(), acc_mins);
+    }
     for j in 0..N {
-        out[j] = hsum_float_8(acc[j]);
+        out[j] = hsum_float_8(acc[j]) + mins_term[j];
     }
 }
 
@@ -365,7 +391,7 @@ macro_rules! multi_dot {
                     && w.len() >= nb * $w_bytes
                     && a_row_bytes >= nb * $a_bytes
                     && acts.len() >= (n_tok - 1) * a_row_bytes + nb * $a_bytes
-                    && act_side.len() >= crate::group_side_words($ty, n),
+                    && act_side.len() >= crate::group_side_words($ty, n, n_tok),
                 "multi-row dot: rows shorter than n elements"
             );
             let (x, y, side) = (w.as_ptr(), acts.as_ptr(), act_side.as_ptr());
