@@ -10,8 +10,8 @@
 use crate::blocks;
 use crate::pool::ThreadPool;
 use crate::{
-    activation_row_bytes, group_side_data, is_supported, multi_dot_fn, vec_dot_fn, GgmlType,
-    KernelError, ACT_SIDE, MULTI_TOKENS,
+    activation_row_bytes, group_side_data, group_side_words, is_supported, multi_dot_fn,
+    vec_dot_fn, GgmlType, KernelError, ACT_SIDE, MULTI_TOKENS,
 };
 
 /// Target bytes of weights per task: small enough to balance across
@@ -212,7 +212,9 @@ pub fn matmul(
             group_side_data(w.ty, acts, a_row_bytes, rows, side);
         }
         let side: &[f32] = side;
-        let group_words = side.len() / n_groups;
+        // Every group but the last has MULTI_TOKENS rows, so group g starts at
+        // g full groups (a lone last row may take fewer words).
+        let group_words = group_side_words(w.ty, w.cols, MULTI_TOKENS);
         pool.run(n_tasks, &|task| {
             for g in 0..n_groups {
                 let t = g * MULTI_TOKENS;

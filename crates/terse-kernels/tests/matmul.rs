@@ -24,7 +24,8 @@ fn matmul_equals_naive_vec_dot_loop_exactly() {
                 .flat_map(|_| random_weight_row(ty, cols, &mut rng))
                 .collect();
             let w = WeightMatrix::new(&data, ty, rows, cols).unwrap();
-            for n_tokens in [1, 7, 19] {
+            // 17: a last group of one row, whose side data is laid out apart.
+            for n_tokens in [1, 7, 17, 19] {
                 let a_bytes = activation_row_bytes(ty, cols).unwrap();
                 let mut act = vec![0u8; n_tokens * a_bytes];
                 for t in 0..n_tokens {

@@ -650,46 +650,44 @@ pub(crate) unsafe fn exp_ps(x: __m256) -> __m256 {
     )
 }
 
+/// `f` over `n` values of `x` (read and written) and `y` (read), eight at a
+/// time. The last partial group goes through `f` too, padded with zeros: an
+/// element's result must not depend on where it falls in a call, or batching
+/// tokens together (which moves the ends of the calls) would change results.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn map_pairs_8(n: usize, x: *mut f32, y: *const f32, f: impl Fn(__m256, __m256) -> __m256) {
+    let mut i = 0;
+    while i + 8 <= n {
+        let v = f(_mm256_loadu_ps(x.add(i)), _mm256_loadu_ps(y.add(i)));
+        _mm256_storeu_ps(x.add(i), v);
+        i += 8;
+    }
+    if i < n {
+        let (mut xs, mut ys) = ([0.0f32; 8], [0.0f32; 8]);
+        std::ptr::copy_nonoverlapping(x.add(i), xs.as_mut_ptr(), n - i);
+        std::ptr::copy_nonoverlapping(y.add(i), ys.as_mut_ptr(), n - i);
+        let v = f(_mm256_loadu_ps(xs.as_ptr()), _mm256_loadu_ps(ys.as_ptr()));
+        _mm256_storeu_ps(xs.as_mut_ptr(), v);
+        std::ptr::copy_nonoverlapping(xs.as_ptr(), x.add(i), n - i);
+    }
+}
+
 /// gate[i] = gate[i] / (1 + e^-gate[i]) · up[i] over `n` values.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn swiglu(n: usize, gate: *mut f32, up: *const f32) {
     let one = _mm256_set1_ps(1.0);
-    let mut i = 0;
-    while i + 8 <= n {
-        let g = _mm256_loadu_ps(gate.add(i));
-        let silu = _mm256_div_ps(
-            g,
-            _mm256_add_ps(one, exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), g))),
-        );
-        _mm256_storeu_ps(gate.add(i), _mm256_mul_ps(silu, _mm256_loadu_ps(up.add(i))));
-        i += 8;
-    }
-    let (gate, up) = (
-        std::slice::from_raw_parts_mut(gate.add(i), n - i),
-        std::slice::from_raw_parts(up.add(i), n - i),
-    );
-    crate::reference::swiglu(gate, up);
+    map_pairs_8(n, gate, up, |g, u| {
+        let e = exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), g));
+        _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), u)
+    });
 }
 
 /// x[i] = e^(x[i] · scale - shift[i]) over `n` values.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn exp_scaled_shifted(n: usize, x: *mut f32, scale: f32, shift: *const f32) {
     let scale_v = _mm256_set1_ps(scale);
-    let mut i = 0;
-    while i + 8 <= n {
-        let v = _mm256_fmsub_ps(
-            _mm256_loadu_ps(x.add(i)),
-            scale_v,
-            _mm256_loadu_ps(shift.add(i)),
-        );
-        _mm256_storeu_ps(x.add(i), exp_ps(v));
-        i += 8;
-    }
-    let (x, shift) = (
-        std::slice::from_raw_parts_mut(x.add(i), n - i),
-        std::slice::from_raw_parts(shift.add(i), n - i),
-    );
-    crate::reference::exp_scaled_shifted(x, scale, shift);
+    map_pairs_8(n, x, shift, |v, s| exp_ps(_mm256_fmsub_ps(v, scale_v, s)));
 }
 
 /// gate[i] = T(gate[i]) · up[i] over `n` values, T read from the 65536-entry
