@@ -5,10 +5,11 @@
 //! A per-pair dot product would unpack every weight block again for each token;
 //! here a block is unpacked once and dotted with every activation row, and the
 //! independent per-token accumulators hide the latency of the float chain. What
-//! can be derived from an activation row alone (f32 scales, block sums) comes
-//! precomputed once per matmul ([`crate::activation_side_data`]). For each token
-//! the operations are the same, in the same order, whatever the number of rows,
-//! so every output is bit-identical to [`crate::vec_dot`] (the one-row call) —
+//! can be derived from the activation rows alone (f32 scales, block sums) comes
+//! precomputed once per matmul, one lane per row ([`crate::group_side_data`]),
+//! so a block's scales for all rows take one multiply. For each token the
+//! operations are the same, in the same order, whatever the number of rows, so
+//! every output is bit-identical to [`crate::vec_dot`] (the one-row call) —
 //! batching never changes a result.
 
 use super::*;
