@@ -918,6 +918,37 @@ mod tests {
     }
 
     #[test]
+    fn an_element_gets_the_same_exp_and_swiglu_wherever_a_call_ends() {
+        if !available() {
+            return;
+        }
+        // Batching moves where calls start and end: an element in a partial last
+        // group must get exactly what it gets inside a full group.
+        let x: Vec<f32> = (0..37).map(|i| (i as f32 - 18.0) * 0.71).collect();
+        let y: Vec<f32> = (0..37).map(|i| (i % 5) as f32 * 0.3 - 0.4).collect();
+        // SAFETY (both closures): features checked; the buffers hold `len` values.
+        let whole_then_split = |f: &dyn Fn(usize, *mut f32, *const f32)| {
+            let mut whole = x.clone();
+            f(whole.len(), whole.as_mut_ptr(), y.as_ptr());
+            for split in 1..x.len() {
+                let mut parts = x.clone();
+                let (head, tail) = parts.split_at_mut(split);
+                f(head.len(), head.as_mut_ptr(), y.as_ptr());
+                f(tail.len(), tail.as_mut_ptr(), y[split..].as_ptr());
+                for (i, (a, b)) in whole.iter().zip(&parts).enumerate() {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "element {i}, calls split at {split}"
+                    );
+                }
+            }
+        };
+        whole_then_split(&|n, x, y| unsafe { swiglu(n, x, y) });
+        whole_then_split(&|n, x, y| unsafe { exp_scaled_shifted(n, x, 0.9, y) });
+    }
+
+    #[test]
     fn vector_q8_0_quantizer_equals_its_scalar_form_bit_for_bit() {
         if !available() {
             return;
