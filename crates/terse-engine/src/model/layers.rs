@@ -480,6 +480,11 @@ pub fn store_kv(kv: &mut KvCache, layer: usize, batch: &BatchLayout, k: &[f32], 
     }
 }
 
+thread_local! {
+    /// The value rows of one attention chunk side by side (see [`attention`]).
+    static CHUNK_VALUES: std::cell::Cell<Vec<f16>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Scores processed per chunk of the online softmax.
 const SCORE_CHUNK: usize = 64;
 /// Most query heads one attention task serves (they share each key and value row).
@@ -540,7 +545,8 @@ pub fn attention(
         // [SCORE_CHUNK, nh]: position-major, so one position's weights are adjacent.
         let mut scores = [0.0f32; SCORE_CHUNK * MAX_TASK_HEADS];
         let mut shifts = [0.0f32; SCORE_CHUNK * MAX_TASK_HEADS];
-        let mut chunk_values: Vec<f16> = Vec::with_capacity(SCORE_CHUNK * hv);
+        // Reused across tasks on this thread: no allocation per task.
+        let mut chunk_values = CHUNK_VALUES.take();
         let mut p0 = first;
         while p0 <= pos {
             let p1 = (p0 + SCORE_CHUNK).min(pos + 1);
@@ -584,6 +590,7 @@ pub fn attention(
             terse_kernels::accumulate_weighted_f16_rows(acc, chunk, &chunk_values, hv);
             p0 = p1;
         }
+        CHUNK_VALUES.set(chunk_values);
         for g in 0..nh {
             let inv = if sum[g] > 0.0 { 1.0 / sum[g] } else { 0.0 };
             for a in &mut acc[g * hv..(g + 1) * hv] {
