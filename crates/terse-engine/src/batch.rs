@@ -1,29 +1,67 @@
-//! Continuous batching: many generations share every forward pass.
+//! Continuous batching: many generations share every forward pass, and each may be
+//! steered token by token.
 //!
 //! Decoding one token reads every weight once, so one sequence per pass leaves the
 //! CPU waiting on memory; packing the next token of many sequences into one pass
 //! reads the weights once for all of them. The [`BatchScheduler`] keeps up to
 //! `max_sequences` generations running: each [`step`](BatchScheduler::step) is one
-//! forward pass holding the whole prompt of every newly admitted request and the last
-//! sampled token of every running one. A request finishes on its own stop condition
-//! and a waiting one takes its place on the next step.
+//! forward pass holding the prompt of every newly admitted request, the last sampled
+//! (or injected) tokens of every running one, and the tokens of every live probe. A
+//! request finishes on its own stop condition and a waiting one takes its place on the
+//! next step.
+//!
+//! A request may carry a [`Steering`] object (see [`crate::steer`]): the scheduler
+//! shows it every token, lets it change the logits, feeds the text it injects, forks
+//! and runs the probes it asks for, and stops the sequence when it says so.
+//!
+//! Prompts go through the [`PrefixCache`]: a prefix another request already prefilled
+//! is forked instead of computed again.
 //!
 //! Results do not depend on the batch: every kernel computes each (row, token) pair
-//! alone, and attention never crosses sequences, so a request's tokens are the same
-//! as from [`Engine::generate`] with the same sampler.
+//! alone, attention never crosses sequences, and every steering decision depends only
+//! on the request's own tokens, so a request's tokens are the same as from
+//! [`Engine::generate`] with the same sampler (and the same as alone when steered).
 
 use crate::engine::{Engine, EngineError, GenerationStats, Outputs, Span, StopReason};
 use crate::kv_cache::{SeqId, BLOCK_TOKENS};
-use crate::sampler::Sampler;
+use crate::prefix_cache::PrefixCache;
+use crate::sampler::{argmax, log_partition_and_entropy, top_logprobs, SampledToken, Sampler};
+use crate::steer::{
+    Action, ProbeEnd, ProbeRequest, ProbeResult, Steering, SteeringReserve, TokenEvent, TopLogprob,
+};
 use std::collections::VecDeque;
 use std::time::Instant;
+use terse_tokenizer::{StreamDecoder, Tokenizer};
 
 /// One generation to run.
-#[derive(Debug, Clone)]
 pub struct GenerationRequest {
     pub prompt: Vec<u32>,
     pub sampler: Sampler,
+    /// Most tokens sampled on the sequence (injected tokens are not sampled).
     pub max_tokens: usize,
+    pub steering: Option<Box<dyn Steering>>,
+}
+
+impl GenerationRequest {
+    /// An unsteered request.
+    pub fn new(prompt: Vec<u32>, sampler: Sampler, max_tokens: usize) -> Self {
+        GenerationRequest {
+            prompt,
+            sampler,
+            max_tokens,
+            steering: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for GenerationRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenerationRequest")
+            .field("prompt_tokens", &self.prompt.len())
+            .field("max_tokens", &self.max_tokens)
+            .field("steered", &self.steering.is_some())
+            .finish()
+    }
 }
 
 /// A request that left the scheduler: its id and what became of it.
@@ -33,13 +71,42 @@ pub type Finished = (RequestId, Result<Generation, EngineError>);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(pub u64);
 
-/// A finished generation: the generated tokens (a final end-of-generation token
-/// included), why it stopped, and timings measured from its admission.
+/// Every token the engine processed for one request, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    /// Tokens of the prompt.
+    pub prompt: usize,
+    /// Of those, how many came from the prefix cache instead of being computed.
+    pub prompt_cached: usize,
+    /// Tokens sampled on the request's sequence (a replaced or final
+    /// end-of-generation token included).
+    pub sampled: usize,
+    /// Tokens injected into the sequence and prefilled.
+    pub injected: usize,
+    /// Probes forked.
+    pub probes: usize,
+    /// Probe text tokens prefilled on the forks.
+    pub probe_prefill: usize,
+    /// Tokens the probes decoded.
+    pub probe_decoded: usize,
+}
+
+impl TokenUsage {
+    /// Everything processed beyond the prompt: sampled + injected + probe tokens.
+    pub fn cost_tokens(&self) -> usize {
+        self.sampled + self.injected + self.probe_prefill + self.probe_decoded
+    }
+}
+
+/// A finished generation: the tokens the sequence holds after its prompt (sampled and
+/// injected, in order; a final end-of-generation token included), why it stopped,
+/// timings measured from its admission, and its token usage.
 #[derive(Debug, Clone)]
 pub struct Generation {
     pub tokens: Vec<u32>,
     pub reason: StopReason,
     pub stats: GenerationStats,
+    pub usage: TokenUsage,
 }
 
 struct Running {
@@ -47,15 +114,41 @@ struct Running {
     seq: SeqId,
     /// Positions the sequence holds in the KV cache.
     pos: usize,
+    prompt: Vec<u32>,
+    /// The prompt has been prefilled (hidden state delivered, prefix kept).
+    prompt_done: bool,
     sampler: Sampler,
     max_tokens: usize,
-    /// Tokens to feed on the next step: the prompt, then each sampled token.
+    /// Tokens to feed on the next step: the rest of the prompt, then each sampled
+    /// token and any injected text.
     input: Vec<u32>,
-    generated: Vec<u32>,
+    /// Tokens after the prompt, sampled and injected.
+    tokens: Vec<u32>,
+    steering: Option<Box<dyn Steering>>,
+    reserve: SteeringReserve,
+    decoder: StreamDecoder,
+    /// Probes asked for on the last step, forked after this step's pass.
+    pending_probes: Vec<ProbeRequest>,
+    live_probes: usize,
     /// Blocks of KV cache set aside for this request's longest possible sequence.
     reserved_blocks: usize,
     stats: GenerationStats,
+    usage: TokenUsage,
     admitted: Instant,
+}
+
+struct Probe {
+    parent: RequestId,
+    seq: SeqId,
+    pos: usize,
+    input: Vec<u32>,
+    request: ProbeRequest,
+    fork_position: usize,
+    prefill_tokens: usize,
+    decoder: StreamDecoder,
+    text: String,
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
 }
 
 /// Runs many generations together; see the module documentation.
@@ -63,8 +156,19 @@ pub struct BatchScheduler {
     max_sequences: usize,
     waiting: VecDeque<(RequestId, GenerationRequest)>,
     running: Vec<Running>,
+    probes: Vec<Probe>,
     reserved_blocks: usize,
+    prefix_cache: PrefixCache,
     next_id: u64,
+    /// Scratch for steered logits and pending actions, reused between tokens.
+    logits: Vec<f32>,
+    actions: Vec<Action>,
+}
+
+/// What a step decided for one running request.
+enum Outcome {
+    Continue,
+    Finished(StopReason),
 }
 
 impl BatchScheduler {
@@ -74,8 +178,12 @@ impl BatchScheduler {
             max_sequences: max_sequences.max(1),
             waiting: VecDeque::new(),
             running: Vec::new(),
+            probes: Vec::new(),
             reserved_blocks: 0,
+            prefix_cache: PrefixCache::default(),
             next_id: 0,
+            logits: Vec::new(),
+            actions: Vec::new(),
         }
     }
 
@@ -92,19 +200,57 @@ impl BatchScheduler {
         self.waiting.is_empty() && self.running.is_empty()
     }
 
-    /// Number of generations running now.
+    /// Number of generations running now (probes not counted).
     pub fn running(&self) -> usize {
         self.running.len()
     }
 
+    /// Number of requests waiting for a slot.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Number of probes alive now.
+    pub fn live_probes(&self) -> usize {
+        self.probes.len()
+    }
+
+    /// Prompt prefixes kept by the prefix cache.
+    pub fn cached_prefixes(&self) -> usize {
+        self.prefix_cache.len()
+    }
+
+    /// Ends a waiting or running request now (its client went away), freeing its
+    /// sequence and probes. Returns whether the request was known.
+    pub fn cancel(&mut self, engine: &mut Engine, id: RequestId) -> Result<bool, EngineError> {
+        if let Some(i) = self.waiting.iter().position(|(r, _)| *r == id) {
+            self.waiting.remove(i);
+            return Ok(true);
+        }
+        let Some(i) = self.running.iter().position(|r| r.id == id) else {
+            return Ok(false);
+        };
+        let r = self.running.swap_remove(i);
+        self.release(engine, &r)?;
+        Ok(true)
+    }
+
+    /// Frees every cached prefix (the cache is rebuilt as requests come).
+    pub fn clear_prefix_cache(&mut self, engine: &mut Engine) -> Result<(), EngineError> {
+        self.prefix_cache.clear(engine)
+    }
+
     /// Admits waiting requests, runs one forward pass over every running generation
-    /// and samples one token for each. Returns the requests that finished, each with
-    /// its own result: a request that cannot run (a prompt longer than the context, a
-    /// bad token id) fails alone. An error of the whole step (which the reservations
-    /// should prevent) is returned after every running request was freed.
+    /// and probe, and samples one token for each. Returns the requests that finished,
+    /// each with its own result: a request that cannot run (a prompt longer than the
+    /// context, a bad token id) fails alone. An error of the whole step (which the
+    /// reservations should prevent) is returned after every running request was freed.
     pub fn step(&mut self, engine: &mut Engine) -> Result<Vec<Finished>, EngineError> {
         let mut finished = Vec::new();
-        self.admit(engine, &mut finished)?;
+        if let Err(err) = self.admit(engine, &mut finished) {
+            self.abort_running(engine);
+            return Err(err);
+        }
         if self.running.is_empty() {
             return Ok(finished);
         }
@@ -117,61 +263,166 @@ impl BatchScheduler {
                 tokens: &r.input,
                 start_pos: r.pos,
                 outputs: Outputs::Last,
-                hidden: false,
+                hidden: !r.prompt_done
+                    && r.steering.as_ref().is_some_and(|s| s.wants_prompt_hidden()),
             })
+            .chain(self.probes.iter().map(|p| Span {
+                seq: p.seq,
+                tokens: &p.input,
+                start_pos: p.pos,
+                outputs: Outputs::Last,
+                hidden: false,
+            }))
             .collect();
         let tokenizer = engine.tokenizer().clone();
-        let out = match engine.forward(&spans) {
-            Ok(out) => out,
-            Err(err) => {
-                self.abort_running(engine);
-                return Err(err);
-            }
-        };
+        let ctx_size = engine.ctx_size();
+        if let Err(err) = engine.forward(&spans) {
+            self.abort_running(engine);
+            return Err(err);
+        }
+        drop(spans);
+        let n_running = self.running.len();
 
-        let mut done = Vec::new();
-        for (i, r) in self.running.iter_mut().enumerate() {
-            let logits = out.last_logits(i).unwrap_or(&[]);
-            let token = r.sampler.sample(logits, &r.generated);
+        // Requests first: each samples a token and its steering may act.
+        let mut outcomes = Vec::with_capacity(n_running);
+        let mut new_prompts = Vec::new();
+        let mut to_fork = Vec::new();
+        for i in 0..n_running {
+            let out = engine.last_output();
+            let r = &mut self.running[i];
             r.pos += r.input.len();
-            if r.generated.is_empty() {
-                r.stats.prefill_time = r.admitted.elapsed();
-            }
-            r.generated.push(token.id);
             r.input.clear();
-            r.input.push(token.id);
-            let reason = if tokenizer.is_eog(token.id) {
-                Some(StopReason::EndOfGeneration)
-            } else if r.generated.len() >= r.max_tokens {
-                Some(StopReason::MaxTokens)
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
-                done.push((i, reason));
+            // Probes asked for after the token this pass has just written: forked
+            // below, so they see it.
+            if !r.pending_probes.is_empty() {
+                to_fork.push((i, std::mem::take(&mut r.pending_probes)));
+            }
+            if !r.prompt_done {
+                r.prompt_done = true;
+                new_prompts.push(i);
+                if let Some(steering) = r.steering.as_mut() {
+                    if steering.wants_prompt_hidden() {
+                        steering.on_prompt_hidden(out.hidden(i));
+                    }
+                }
+            }
+            let logits = out.last_logits(i).unwrap_or(&[]);
+            let outcome = sample_request(
+                r,
+                logits,
+                &tokenizer,
+                ctx_size,
+                &mut self.logits,
+                &mut self.actions,
+            );
+            outcomes.push(outcome);
+        }
+
+        // Then probes: each decodes a token; finished ones report to their parent.
+        let mut ended = Vec::new();
+        for p in 0..self.probes.len() {
+            let out = engine.last_output();
+            let probe = &mut self.probes[p];
+            probe.pos += probe.input.len();
+            probe.input.clear();
+            let logits = out.last_logits(n_running + p).unwrap_or(&[]);
+            let end = decode_probe(probe, logits, &tokenizer, ctx_size);
+            let parent = probe.parent;
+            if let Some(r) = self.running.iter_mut().find(|r| r.id == parent) {
+                r.usage.probe_decoded += 1;
+            }
+            if let Some(end) = end {
+                ended.push((p, end));
             }
         }
-        for &(i, reason) in done.iter().rev() {
-            let mut r = self.running.swap_remove(i);
-            self.reserved_blocks -= r.reserved_blocks;
-            engine.free(r.seq)?;
-            r.stats.generated_tokens = r.generated.len();
-            r.stats.decode_time = r.admitted.elapsed().saturating_sub(r.stats.prefill_time);
-            finished.push((
-                r.id,
-                Ok(Generation {
-                    tokens: r.generated,
-                    reason,
-                    stats: r.stats,
-                }),
-            ));
+        let mut probe_results = Vec::with_capacity(ended.len());
+        // Highest index first, so each removal leaves the lower indices in place;
+        // results are then delivered in probe order.
+        for &(p, end) in ended.iter().rev() {
+            let probe = self.probes.remove(p);
+            engine.free(probe.seq)?;
+            probe_results.push((probe.parent, finish_probe(probe, end)));
+        }
+        probe_results.reverse();
+        for (parent, result) in probe_results {
+            let Some(i) = self.running.iter().position(|r| r.id == parent) else {
+                continue;
+            };
+            let r = &mut self.running[i];
+            r.live_probes -= 1;
+            if matches!(outcomes[i], Outcome::Finished(_)) {
+                continue;
+            }
+            if let Some(reason) = deliver_probe(r, &result, &tokenizer, ctx_size, &mut self.actions)
+            {
+                outcomes[i] = Outcome::Finished(reason);
+            }
+        }
+
+        // Keep the prefixes just prefilled, fork the probes asked for last step, and
+        // retire what finished.
+        for &i in &new_prompts {
+            let r = &self.running[i];
+            self.prefix_cache.insert(engine, r.seq, &r.prompt)?;
+        }
+        for (i, requests) in to_fork {
+            if matches!(outcomes[i], Outcome::Finished(_)) {
+                continue;
+            }
+            let r = &mut self.running[i];
+            for request in requests {
+                match fork_probe(engine, r, request, &tokenizer, ctx_size)? {
+                    Ok(probe) => self.probes.push(probe),
+                    Err(result) => {
+                        if let Some(reason) =
+                            deliver_probe(r, &result, &tokenizer, ctx_size, &mut self.actions)
+                        {
+                            outcomes[i] = Outcome::Finished(reason);
+                        }
+                    }
+                }
+            }
+        }
+        for i in (0..n_running).rev() {
+            if let Outcome::Finished(reason) = outcomes[i] {
+                let mut r = self.running.swap_remove(i);
+                self.release(engine, &r)?;
+                r.stats.generated_tokens = r.usage.sampled;
+                r.stats.decode_time = r.admitted.elapsed().saturating_sub(r.stats.prefill_time);
+                finished.push((
+                    r.id,
+                    Ok(Generation {
+                        tokens: r.tokens,
+                        reason,
+                        stats: r.stats,
+                        usage: r.usage,
+                    }),
+                ));
+            }
         }
         Ok(finished)
     }
 
+    /// Frees a request's sequence, its live probes and its reservation.
+    fn release(&mut self, engine: &mut Engine, r: &Running) -> Result<(), EngineError> {
+        self.reserved_blocks -= r.reserved_blocks;
+        engine.free(r.seq)?;
+        let mut p = 0;
+        while p < self.probes.len() {
+            if self.probes[p].parent == r.id {
+                let probe = self.probes.swap_remove(p);
+                engine.free(probe.seq)?;
+            } else {
+                p += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// Starts waiting requests while there are free slots and KV cache blocks for
-    /// their longest possible sequences (prompt + max_tokens, capped at the context
-    /// size), so a running generation never finds the cache full.
+    /// their longest possible sequences (prompt + max_tokens + what their steering
+    /// reserves, capped at the context size), so a running generation never finds the
+    /// cache full. Cached prefixes are evicted when their blocks are needed.
     fn admit(
         &mut self,
         engine: &mut Engine,
@@ -182,8 +433,10 @@ impl BatchScheduler {
             let Some((_, request)) = self.waiting.front() else {
                 break;
             };
-            let longest = (request.prompt.len() + request.max_tokens).min(engine.ctx_size());
-            let blocks = longest.div_ceil(BLOCK_TOKENS);
+            let blocks = reserved_blocks(engine.ctx_size(), request);
+            while self.reserved_blocks + blocks + self.prefix_cache.held_blocks() > total_blocks
+                && self.prefix_cache.evict_one(engine)?
+            {}
             if !self.running.is_empty() && self.reserved_blocks + blocks > total_blocks {
                 break;
             }
@@ -194,6 +447,10 @@ impl BatchScheduler {
                 finished.push((id, Err(err)));
                 continue;
             }
+            let usage = TokenUsage {
+                prompt: request.prompt.len(),
+                ..TokenUsage::default()
+            };
             if request.max_tokens == 0 {
                 finished.push((
                     id,
@@ -204,16 +461,26 @@ impl BatchScheduler {
                             prompt_tokens: request.prompt.len(),
                             ..GenerationStats::default()
                         },
+                        usage,
                     }),
                 ));
                 continue;
             }
-            let seq = engine.new_sequence();
+            let (seq, pos) = match self.prefix_cache.lookup(&request.prompt) {
+                Some(hit) => (engine.fork(hit.seq, hit.len)?, hit.len),
+                None => (engine.new_sequence(), 0),
+            };
             self.reserved_blocks += blocks;
+            let reserve = request
+                .steering
+                .as_ref()
+                .map(|s| s.reserve())
+                .unwrap_or_default();
             self.running.push(Running {
                 id,
                 seq,
-                pos: 0,
+                pos,
+                prompt_done: false,
                 sampler: request.sampler,
                 // A generation also stops where the next token would not fit in the
                 // context; it reports MaxTokens then, as the limit it hit.
@@ -224,9 +491,19 @@ impl BatchScheduler {
                     prompt_tokens: request.prompt.len(),
                     ..GenerationStats::default()
                 },
-                input: request.prompt,
-                generated: Vec::new(),
+                input: request.prompt[pos..].to_vec(),
+                prompt: request.prompt,
+                tokens: Vec::new(),
+                steering: request.steering,
+                reserve,
+                decoder: StreamDecoder::new(),
+                pending_probes: Vec::new(),
+                live_probes: 0,
                 reserved_blocks: blocks,
+                usage: TokenUsage {
+                    prompt_cached: pos,
+                    ..usage
+                },
                 admitted: Instant::now(),
             });
         }
@@ -234,11 +511,286 @@ impl BatchScheduler {
     }
 
     fn abort_running(&mut self, engine: &mut Engine) {
+        // The sequences exist (we created them); freeing cannot fail.
         for r in self.running.drain(..) {
-            // The sequence exists (we created it); freeing cannot fail.
             let _ = engine.free(r.seq);
         }
+        for p in self.probes.drain(..) {
+            let _ = engine.free(p.seq);
+        }
+        let _ = self.prefix_cache.clear(engine);
         self.reserved_blocks = 0;
+    }
+}
+
+/// Blocks set aside for `request`: its longest sequence, plus its steering's injected
+/// text and live probes (each may hold a copy of its parent's last, shared block).
+fn reserved_blocks(ctx_size: usize, request: &GenerationRequest) -> usize {
+    let reserve = request
+        .steering
+        .as_ref()
+        .map(|s| s.reserve())
+        .unwrap_or_default();
+    let longest =
+        (request.prompt.len() + request.max_tokens + reserve.injected_tokens).min(ctx_size);
+    let per_probe = reserve.probe_tokens.div_ceil(BLOCK_TOKENS) + 1;
+    longest.div_ceil(BLOCK_TOKENS) + reserve.live_probes * per_probe
+}
+
+/// Samples the next token of a running request, lets its steering act, and sets up
+/// its next input.
+fn sample_request(
+    r: &mut Running,
+    logits: &[f32],
+    tokenizer: &Tokenizer,
+    ctx_size: usize,
+    scratch: &mut Vec<f32>,
+    actions: &mut Vec<Action>,
+) -> Outcome {
+    let history = &r.tokens;
+    let token = match r.steering.as_mut() {
+        None => r.sampler.sample(logits, history),
+        Some(steering) => {
+            scratch.clear();
+            scratch.extend_from_slice(logits);
+            steering.adjust_logits(scratch);
+            let mut token = r.sampler.sample(scratch, history);
+            if scratch.as_slice() != logits {
+                // Report what the model itself thought of the token.
+                let (max, log_z, entropy) = log_partition_and_entropy(logits);
+                token.logprob = logits
+                    .get(token.id as usize)
+                    .map_or(f32::NEG_INFINITY, |&l| l - max - log_z);
+                token.entropy = entropy;
+            }
+            token
+        }
+    };
+    if r.usage.sampled == 0 {
+        r.stats.prefill_time = r.admitted.elapsed();
+    }
+    r.usage.sampled += 1;
+    let is_eog = tokenizer.is_eog(token.id);
+
+    let Some(steering) = r.steering.as_mut() else {
+        r.tokens.push(token.id);
+        r.decoder.push(tokenizer, token.id);
+        return if is_eog {
+            Outcome::Finished(StopReason::EndOfGeneration)
+        } else if r.usage.sampled >= r.max_tokens {
+            Outcome::Finished(StopReason::MaxTokens)
+        } else {
+            r.input.push(token.id);
+            Outcome::Continue
+        };
+    };
+
+    let before = r.decoder.clone();
+    let piece = if is_eog {
+        String::new()
+    } else {
+        r.decoder.push(tokenizer, token.id)
+    };
+    let top: Vec<TopLogprob> = match steering.top_logprobs() {
+        0 => Vec::new(),
+        n => top_logprobs(logits, n)
+            .into_iter()
+            .map(|(token, logprob)| TopLogprob { token, logprob })
+            .collect(),
+    };
+    actions.clear();
+    steering.on_token(
+        &TokenEvent {
+            token: token.id,
+            piece: &piece,
+            logprob: token.logprob,
+            entropy: token.entropy,
+            top_logprobs: &top,
+            position: r.pos,
+            sampled: r.usage.sampled,
+            is_end_of_generation: is_eog,
+        },
+        actions,
+    );
+    let replaced = actions.iter().any(|a| {
+        matches!(
+            a,
+            Action::Inject {
+                replace_token: true,
+                ..
+            }
+        )
+    });
+    if replaced {
+        r.decoder = before;
+    } else {
+        r.tokens.push(token.id);
+        r.input.push(token.id);
+    }
+    if let Some(reason) = apply_actions(r, tokenizer, ctx_size, actions) {
+        return Outcome::Finished(reason);
+    }
+    if is_eog && !replaced {
+        Outcome::Finished(StopReason::EndOfGeneration)
+    } else if r.usage.sampled >= r.max_tokens || r.pos + r.input.len() >= ctx_size {
+        Outcome::Finished(StopReason::MaxTokens)
+    } else {
+        Outcome::Continue
+    }
+}
+
+/// Carries out a steering object's actions on its request; returns why it stops, if
+/// it does. Injected text goes to the next input; probes wait for the next pass.
+fn apply_actions(
+    r: &mut Running,
+    tokenizer: &Tokenizer,
+    ctx_size: usize,
+    actions: &mut Vec<Action>,
+) -> Option<StopReason> {
+    for action in actions.drain(..) {
+        match action {
+            Action::Stop(_) => return Some(StopReason::Steered),
+            Action::Inject { text, .. } => {
+                let tokens = tokenizer.encode(&text, false, true);
+                let over_budget = r.usage.injected + tokens.len() > r.reserve.injected_tokens;
+                if over_budget || r.pos + r.input.len() + tokens.len() > ctx_size {
+                    return Some(StopReason::MaxTokens);
+                }
+                for &t in &tokens {
+                    r.decoder.push(tokenizer, t);
+                }
+                r.usage.injected += tokens.len();
+                r.tokens.extend_from_slice(&tokens);
+                r.input.extend_from_slice(&tokens);
+                if let Some(steering) = r.steering.as_mut() {
+                    steering.on_injected(&tokens);
+                }
+            }
+            Action::Probe(request) => r.pending_probes.push(request),
+        }
+    }
+    None
+}
+
+/// Hands a finished probe's result to its parent's steering and carries out what it
+/// answers.
+fn deliver_probe(
+    r: &mut Running,
+    result: &ProbeResult,
+    tokenizer: &Tokenizer,
+    ctx_size: usize,
+    actions: &mut Vec<Action>,
+) -> Option<StopReason> {
+    actions.clear();
+    if let Some(steering) = r.steering.as_mut() {
+        steering.on_probe(result, actions);
+    }
+    // The parent's last token is already queued to be fed: nothing can replace it now.
+    for action in actions.iter_mut() {
+        if let Action::Inject { replace_token, .. } = action {
+            *replace_token = false;
+        }
+    }
+    apply_actions(r, tokenizer, ctx_size, actions)
+}
+
+/// Forks a probe at the current end of `r`, or says why it cannot run.
+fn fork_probe(
+    engine: &mut Engine,
+    r: &mut Running,
+    request: ProbeRequest,
+    tokenizer: &Tokenizer,
+    ctx_size: usize,
+) -> Result<Result<Probe, ProbeResult>, EngineError> {
+    let tokens = tokenizer.encode(&request.text, false, true);
+    let needed = tokens.len() + request.max_tokens;
+    let no_room = tokens.is_empty()
+        || r.live_probes >= r.reserve.live_probes
+        || needed > r.reserve.probe_tokens
+        || r.pos + needed > ctx_size;
+    if no_room {
+        return Ok(Err(ProbeResult {
+            tag: request.tag,
+            fork_position: r.pos,
+            text: String::new(),
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+            prefill_tokens: 0,
+            end: ProbeEnd::NoRoom,
+        }));
+    }
+    let seq = engine.fork(r.seq, r.pos)?;
+    r.live_probes += 1;
+    r.usage.probes += 1;
+    r.usage.probe_prefill += tokens.len();
+    Ok(Ok(Probe {
+        parent: r.id,
+        seq,
+        pos: r.pos,
+        fork_position: r.pos,
+        prefill_tokens: tokens.len(),
+        input: tokens,
+        request,
+        decoder: StreamDecoder::new(),
+        text: String::new(),
+        tokens: Vec::new(),
+        logprobs: Vec::new(),
+    }))
+}
+
+/// Decodes one greedy token of a probe; returns how it ended, if it did.
+fn decode_probe(
+    probe: &mut Probe,
+    logits: &[f32],
+    tokenizer: &Tokenizer,
+    ctx_size: usize,
+) -> Option<ProbeEnd> {
+    let token = greedy(logits);
+    probe.tokens.push(token.id);
+    probe.logprobs.push(token.logprob);
+    if tokenizer.is_eog(token.id) {
+        return Some(ProbeEnd::EndOfGeneration);
+    }
+    probe
+        .text
+        .push_str(&probe.decoder.push(tokenizer, token.id));
+    if probe
+        .request
+        .stop
+        .iter()
+        .any(|s| !s.is_empty() && probe.text.contains(s.as_str()))
+    {
+        return Some(ProbeEnd::StopString);
+    }
+    if probe.tokens.len() >= probe.request.max_tokens || probe.pos + 1 >= ctx_size {
+        return Some(ProbeEnd::MaxTokens);
+    }
+    probe.input.push(token.id);
+    None
+}
+
+fn finish_probe(mut probe: Probe, end: ProbeEnd) -> ProbeResult {
+    probe.text.push_str(&probe.decoder.flush());
+    ProbeResult {
+        tag: probe.request.tag,
+        fork_position: probe.fork_position,
+        text: probe.text,
+        tokens: probe.tokens,
+        logprobs: probe.logprobs,
+        prefill_tokens: probe.prefill_tokens,
+        end,
+    }
+}
+
+fn greedy(logits: &[f32]) -> SampledToken {
+    let id = argmax(logits);
+    let (max, log_z, entropy) = log_partition_and_entropy(logits);
+    SampledToken {
+        id,
+        logprob: logits
+            .get(id as usize)
+            .map_or(f32::NEG_INFINITY, |&l| l - max - log_z),
+        entropy,
     }
 }
 
@@ -283,6 +835,7 @@ impl Engine {
                 results[id.0 as usize] = Some(result);
             }
         }
+        scheduler.clear_prefix_cache(self)?;
         // The scheduler answers every request it was given exactly once.
         Ok(results.into_iter().flatten().collect())
     }

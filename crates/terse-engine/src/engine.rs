@@ -160,6 +160,8 @@ pub enum StopReason {
     EndOfGeneration,
     MaxTokens,
     Caller,
+    /// The request's steering object stopped it.
+    Steered,
 }
 
 pub struct Engine {
@@ -176,6 +178,7 @@ pub struct Engine {
     batch_tokens: Vec<u32>,
     output: StepOutput,
     profiler: Profiler,
+    tokens_processed: u64,
 }
 
 impl Engine {
@@ -225,6 +228,7 @@ impl Engine {
             batch_tokens: Vec::new(),
             output: StepOutput::default(),
             profiler: Profiler::default(),
+            tokens_processed: 0,
         })
     }
 
@@ -255,6 +259,17 @@ impl Engine {
 
     pub fn threads(&self) -> usize {
         self.pool.n_threads()
+    }
+
+    /// Tokens run through [`Engine::forward`] since the engine was loaded (one per row
+    /// of every pass): what the engine actually computed.
+    pub fn tokens_processed(&self) -> u64 {
+        self.tokens_processed
+    }
+
+    /// The results of the last [`Engine::forward`].
+    pub fn last_output(&self) -> &StepOutput {
+        &self.output
     }
 
     pub fn kv_cache(&self) -> &KvCache {
@@ -404,6 +419,7 @@ impl Engine {
             },
         };
         self.model.forward(&mut ctx, &self.batch_tokens, req);
+        self.tokens_processed += self.batch_tokens.len() as u64;
         if !want_hidden {
             out.hidden.clear();
         }
@@ -442,14 +458,17 @@ impl Engine {
             ..GenerationStats::default()
         };
         let mut generated = Vec::with_capacity(max_tokens);
-        if max_tokens == 0 {
-            return Ok((generated, StopReason::MaxTokens, stats));
-        }
         let start = Instant::now();
         let mut pos = self.kv.len(seq)?;
         // A long prompt goes in slices, so the pass's scratch (activations of every
         // token in it) stays bounded; each token's result is the same either way.
-        let split = prompt.len().saturating_sub(1) / PREFILL_CHUNK_TOKENS * PREFILL_CHUNK_TOKENS;
+        // With nothing to generate, the whole prompt is prefilled (the sequence
+        // holds it either way) and no logits are computed.
+        let split = if max_tokens == 0 {
+            prompt.len()
+        } else {
+            prompt.len().saturating_sub(1) / PREFILL_CHUNK_TOKENS * PREFILL_CHUNK_TOKENS
+        };
         for chunk in prompt[..split].chunks(PREFILL_CHUNK_TOKENS) {
             self.forward(&[Span {
                 seq,
@@ -459,6 +478,10 @@ impl Engine {
                 hidden: false,
             }])?;
             pos += chunk.len();
+        }
+        if max_tokens == 0 {
+            stats.prefill_time = start.elapsed();
+            return Ok((generated, StopReason::MaxTokens, stats));
         }
         let mut next_input: Vec<u32> = prompt[split..].to_vec();
         let mut reason = StopReason::MaxTokens;

@@ -5,10 +5,12 @@ pub mod batch;
 pub mod engine;
 pub mod kv_cache;
 pub mod model;
+pub mod prefix_cache;
 pub mod profile;
 pub mod sampler;
+pub mod steer;
 
-pub use batch::{BatchScheduler, Generation, GenerationRequest, RequestId};
+pub use batch::{BatchScheduler, Generation, GenerationRequest, RequestId, TokenUsage};
 pub use engine::{
     Engine, EngineError, EngineOptions, GenerationStats, Outputs, Span, StepOutput, StopReason,
     PREFILL_CHUNK_TOKENS,
@@ -16,6 +18,10 @@ pub use engine::{
 pub use kv_cache::SeqId;
 pub use profile::{Profile, ProfileEntry};
 pub use sampler::{SampledToken, Sampler, SamplerConfig};
+pub use steer::{
+    Action, ProbeEnd, ProbeRequest, ProbeResult, Steering, SteeringReserve, StopCause, TokenEvent,
+    TopLogprob,
+};
 pub use terse_gguf::GgufFile;
 pub use terse_tokenizer::chat_template::{ChatMessage, ChatTemplate};
 pub use terse_tokenizer::{StreamDecoder, Tokenizer};

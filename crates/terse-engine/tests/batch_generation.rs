@@ -38,10 +38,8 @@ fn batched_requests_generate_the_same_tokens_as_alone() {
             .iter()
             .zip(max_tokens)
             .enumerate()
-            .map(|(i, (p, n))| GenerationRequest {
-                prompt: p.clone(),
-                sampler: sampler(temperature, 7 + i as u64),
-                max_tokens: n,
+            .map(|(i, (p, n))| {
+                GenerationRequest::new(p.clone(), sampler(temperature, 7 + i as u64), n)
             })
             .collect();
         let alone: Vec<Vec<u32>> = requests
@@ -76,21 +74,9 @@ fn a_prompt_longer_than_the_context_fails_alone() {
     let prompts = prompts();
     let too_long = vec![100u32; engine.ctx_size()];
     let requests = vec![
-        GenerationRequest {
-            prompt: prompts[0].clone(),
-            sampler: sampler(0.0, 0),
-            max_tokens: 5,
-        },
-        GenerationRequest {
-            prompt: too_long,
-            sampler: sampler(0.0, 0),
-            max_tokens: 5,
-        },
-        GenerationRequest {
-            prompt: prompts[1].clone(),
-            sampler: sampler(0.0, 0),
-            max_tokens: 0,
-        },
+        GenerationRequest::new(prompts[0].clone(), sampler(0.0, 0), 5),
+        GenerationRequest::new(too_long, sampler(0.0, 0), 5),
+        GenerationRequest::new(prompts[1].clone(), sampler(0.0, 0), 0),
     ];
     let results = engine.generate_batch(requests, 4).expect("batch");
     let first = results[0].as_ref().expect("first request runs");

@@ -5,7 +5,7 @@
 use crate::Tokenizer;
 
 /// Buffers the bytes of pushed tokens and returns only complete UTF-8 characters.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct StreamDecoder {
     pending: Vec<u8>,
 }
