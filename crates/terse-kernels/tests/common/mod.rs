@@ -4,7 +4,27 @@
 use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::Rng;
-use terse_kernels::GgmlType;
+use std::io::Write;
+use terse_kernels::{GgmlType, Kernels, Level};
+
+/// The kernel table of every level this CPU runs, slowest (the reference)
+/// first. Each level it lacks is reported as not tested on the test output
+/// (written past the harness's capture, so it shows even when `test` passes).
+pub fn levels(test: &str) -> Vec<&'static Kernels> {
+    Level::ALL
+        .into_iter()
+        .filter_map(|level| match Kernels::for_level(level) {
+            Ok(kernels) => Some(kernels),
+            Err(e) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "NOT TESTED: {test} at level {level}: {e}"
+                );
+                None
+            }
+        })
+        .collect()
+}
 
 /// Weight types with a dequantizer and a dot product.
 pub const SUPPORTED: [GgmlType; 13] = [
