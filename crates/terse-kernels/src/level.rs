@@ -167,3 +167,66 @@ pub fn kernels() -> &'static Kernels {
 pub fn level() -> Level {
     kernels().level()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_to_their_levels_and_unknown_ones_list_the_valid() {
+        for level in Level::ALL {
+            assert_eq!(level.name().parse::<Level>().ok(), Some(level));
+            assert_eq!(
+                level.name().to_uppercase().parse::<Level>().ok(),
+                Some(level)
+            );
+        }
+        let err = "avx3".parse::<Level>().map(|_| ()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no kernel level is called \"avx3\"; the levels are scalar, avx2, avx512"
+        );
+    }
+
+    #[test]
+    fn the_best_level_is_supported_and_scalar_always_is() {
+        assert!(Level::Scalar.is_supported());
+        assert!(Level::best().is_supported());
+        assert!(Level::supported().contains(&Level::best()));
+        assert!(Level::supported().iter().all(|l| *l <= Level::best()));
+    }
+
+    #[test]
+    fn a_level_the_cpu_lacks_is_an_error_naming_what_it_can_run() {
+        match Level::ALL.into_iter().find(|l| !l.is_supported()) {
+            Some(lacking) => {
+                let err = Kernels::for_level(lacking).map(|_| ()).unwrap_err();
+                let text = err.to_string();
+                assert!(
+                    text.contains(lacking.name()) && text.contains("scalar"),
+                    "{text}"
+                );
+            }
+            None => {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "NOT TESTED: a_level_the_cpu_lacks_is_an_error…: this CPU runs every level"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn once_chosen_the_level_stays_and_another_is_refused() {
+        let active = level();
+        assert_eq!(select(active).ok(), Some(active));
+        if let Some(other) = Level::supported().into_iter().find(|&l| l != active) {
+            assert!(matches!(
+                select(other),
+                Err(KernelError::LevelAlreadyChosen { requested, active: a }) if requested == other && a == active
+            ));
+        }
+        assert_eq!(level(), active);
+    }
+}

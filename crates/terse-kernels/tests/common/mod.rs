@@ -1,5 +1,8 @@
 //! Random test data shaped like real GGUF weights: random quant bits with
-//! finite, realistically sized block scales.
+//! finite, realistically sized block scales, and the levels to test.
+
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code)]
 
 use half::{bf16, f16};
 use rand::rngs::StdRng;

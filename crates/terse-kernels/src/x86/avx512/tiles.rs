@@ -1087,3 +1087,100 @@ k_quant_fns!(
     tile_q6_k_unchecked,
     fused_q6_k_unchecked
 );
+
+#[cfg(test)]
+mod tests {
+    use crate::blocks::*;
+    use crate::{GgmlType, Level};
+    use rand::{Rng, SeedableRng};
+
+    /// The tile kernels' k-quant numerics, one row and one activation row at a
+    /// time in plain code: the block's exact integer total, one conversion,
+    /// `acc += (d · dy) · total` (Q4_K then `acc -= (dmin · dy) · mins`).
+    fn k_quant_model(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
+        let mut acc = 0.0f32;
+        for b in 0..n / QK_K {
+            let y = &a[b * Q8_K_BYTES..(b + 1) * Q8_K_BYTES];
+            let dy = f32_at(y, 0);
+            let q8 = |e: usize| i32::from(y[Q8_K_QS + e] as i8);
+            let bsum = |i: usize| i32::from(i16_at(y, Q8_K_BSUMS + 2 * i));
+            if ty == GgmlType::Q4_K {
+                let x = &w[b * Q4_K_BYTES..(b + 1) * Q4_K_BYTES];
+                let sm = k4_scales_mins(&x[4..16]);
+                let quant = |e: usize| {
+                    let byte = x[16 + 32 * (e / 64) + e % 32];
+                    i32::from(if e % 64 < 32 { byte & 0xF } else { byte >> 4 })
+                };
+                let total: i32 = (0..8)
+                    .map(|s| {
+                        i32::from(sm[s])
+                            * (32 * s..32 * s + 32).map(|e| quant(e) * q8(e)).sum::<i32>()
+                    })
+                    .sum();
+                let mins: i32 = (0..8)
+                    .map(|s| i32::from(sm[8 + s]) * (bsum(2 * s) + bsum(2 * s + 1)))
+                    .sum();
+                acc = acc + (f16_at(x, 0) * dy) * total as f32;
+                acc = acc - (f16_at(x, 2) * dy) * mins as f32;
+            } else {
+                let x = &w[b * Q6_K_BYTES..(b + 1) * Q6_K_BYTES];
+                let quant = |e: usize| {
+                    let (h, r) = (e / 128, e % 128);
+                    let (g, l) = (r / 32, r % 32);
+                    let low = x[64 * h + 32 * (g % 2) + l];
+                    let low = if g < 2 { low & 0xF } else { low >> 4 };
+                    let high = (x[128 + 32 * h + l] >> (2 * g)) & 3;
+                    i32::from(low | (high << 4)) - 32
+                };
+                let total: i32 = (0..16)
+                    .map(|s| {
+                        i32::from(x[192 + s] as i8)
+                            * (16 * s..16 * s + 16).map(|e| quant(e) * q8(e)).sum::<i32>()
+                    })
+                    .sum();
+                acc = acc + (f16_at(x, 208) * dy) * total as f32;
+            }
+        }
+        acc
+    }
+
+    #[test]
+    fn k_quant_tiles_equal_their_scalar_model_bit_for_bit() {
+        let Some(kernels) = crate::testing::level_or_report(
+            Level::Avx512,
+            "k_quant_tiles_equal_their_scalar_model_bit_for_bit",
+        ) else {
+            return;
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+            let n = 1024;
+            let (_, block_bytes) = layout(ty).expect("layout");
+            for trial in 0..20 {
+                let mut w: Vec<u8> = (0..n / QK_K * block_bytes).map(|_| rng.gen()).collect();
+                for block in w.chunks_exact_mut(block_bytes) {
+                    let offsets: &[usize] = if ty == GgmlType::Q4_K {
+                        &[0, 2]
+                    } else {
+                        &[208]
+                    };
+                    for &o in offsets {
+                        put_f16(block, o, rng.gen_range(-0.05..0.05));
+                    }
+                }
+                let x: Vec<f32> = (0..n).map(|_| rng.gen_range(-3.0..3.0)).collect();
+                let mut a = vec![0u8; n / QK_K * Q8_K_BYTES];
+                kernels
+                    .quantize_activation_row(ty, &x, &mut a)
+                    .expect("quantize");
+                let got = kernels.vec_dot(ty, n, &w, &a);
+                let want = k_quant_model(ty, n, &w, &a);
+                assert_eq!(
+                    got.to_bits(),
+                    want.to_bits(),
+                    "{ty} trial {trial}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
