@@ -1120,8 +1120,8 @@ mod tests {
                 let mins: i32 = (0..8)
                     .map(|s| i32::from(sm[8 + s]) * (bsum(2 * s) + bsum(2 * s + 1)))
                     .sum();
-                acc = acc + (f16_at(x, 0) * dy) * total as f32;
-                acc = acc - (f16_at(x, 2) * dy) * mins as f32;
+                acc += (f16_at(x, 0) * dy) * total as f32;
+                acc -= (f16_at(x, 2) * dy) * mins as f32;
             } else {
                 let x = &w[b * Q6_K_BYTES..(b + 1) * Q6_K_BYTES];
                 let quant = |e: usize| {
@@ -1138,7 +1138,7 @@ mod tests {
                             * (16 * s..16 * s + 16).map(|e| quant(e) * q8(e)).sum::<i32>()
                     })
                     .sum();
-                acc = acc + (f16_at(x, 208) * dy) * total as f32;
+                acc += (f16_at(x, 208) * dy) * total as f32;
             }
         }
         acc
