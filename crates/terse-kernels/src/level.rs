@@ -29,8 +29,9 @@ pub enum Level {
     Scalar,
     /// x86-64 with AVX2, FMA and F16C (Haswell, Zen 1 and later).
     Avx2,
-    /// x86-64 with AVX-512 F/BW/VL/DQ and VNNI on top of AVX2 (Ice Lake,
-    /// Sapphire Rapids, Zen 4 and later): 512-bit integer dot products.
+    /// x86-64 with AVX-512 F/BW/VL/DQ and VNNI on top of AVX2 (Cascade Lake,
+    /// Ice Lake, Sapphire Rapids, Zen 4 and later): 512-bit integer dot
+    /// products.
     Avx512,
 }
 

@@ -7,10 +7,19 @@
 //! of the group, and the chunk stays in L2 across groups.
 //!
 //! How a level computes the products is its [`MatmulKernel`] for the weight
-//! type: one pair at a time, or one weight row against a group of activation
-//! rows (with side data the level derives from the group once per matmul).
+//! type:
+//! - `Pairs`: one (weight row, activation row) pair per call;
+//! - `Rows`: one weight row against a group of activation rows, with side
+//!   data the level derives from the activations once per matmul;
+//! - `Tiles`: a tile of weight rows against a group of activation rows. With
+//!   more than one group, a task unpacks each of its tiles once into the
+//!   level's layout (a thread-local buffer) and dots every group with it;
+//!   with one group (decode, batched decode) the level's `fused` kernel
+//!   unpacks straight into registers, with the same results bit for bit.
+//!
 //! Whatever the kernel, an output depends only on its own row pair: never on
-//! how many tokens share the call, so batching never changes a result.
+//! how many tokens share the call or which path ran, so batching never
+//! changes a result.
 
 use crate::blocks;
 use crate::pool::ThreadPool;
