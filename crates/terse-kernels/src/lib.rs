@@ -212,8 +212,8 @@ pub fn geglu_f16_table(gate: &mut [f32], up: &[f32], table: &[f32]) {
     kernels().geglu_f16_table(gate, up, table)
 }
 
-/// What the unit tests of the levels share.
-#[cfg(test)]
+/// What the unit tests of the x86 levels share.
+#[cfg(all(test, target_arch = "x86_64"))]
 pub(crate) mod testing {
     use crate::{Kernels, Level};
     use std::io::Write;

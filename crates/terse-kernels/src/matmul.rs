@@ -115,6 +115,8 @@ pub(crate) type MultiDotFn = fn(usize, &[u8], &[u8], usize, &[f32], &mut [f32]);
 
 /// A level's way of running a matmul of one weight type.
 #[derive(Clone, Copy)]
+// Only the x86 levels build rows and tiles (the scalar one takes pairs).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) enum MatmulKernel {
     /// One (weight row, activation row) pair per call.
     Pairs(VecDotFn),

@@ -122,7 +122,10 @@ macro_rules! avx512_fn {
 fn tile_rows(w: &WeightMatrix, first: usize) -> (*const u8, [usize; ROWS]) {
     let row_bytes = w.row_bytes();
     assert!(
-        first < w.rows && w.data.len() >= w.rows * row_bytes,
+        first < w.rows
+            && w.rows
+                .checked_mul(row_bytes)
+                .is_some_and(|b| w.data.len() >= b),
         "tile of rows from {first}: the matrix has {} rows of {row_bytes} bytes in {}",
         w.rows,
         w.data.len()
