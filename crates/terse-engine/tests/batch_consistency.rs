@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{golden, ids, last_logits, load};
+use common::{golden, ids, last_logits, load, rerun_at_other_levels};
 use terse_engine::sampler::argmax;
 use terse_engine::{Engine, Outputs, SeqId, Span};
 
@@ -239,4 +239,12 @@ fn a_long_prompt_prefilled_in_slices_matches_one_pass() {
         "slicing the prefill changed the logits (max diff {})",
         max_rel_diff(&one_pass, &sliced)
     );
+}
+
+#[test]
+fn batching_changes_nothing_at_every_other_kernel_level() {
+    rerun_at_other_levels(&[
+        "packed_batch_of_four_prompts_matches_each_prompt_alone",
+        "a_long_prompt_prefilled_in_slices_matches_one_pass",
+    ]);
 }

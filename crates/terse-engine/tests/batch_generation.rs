@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{golden, ids, load};
+use common::{golden, ids, load, rerun_at_other_levels};
 use terse_engine::kv_cache::BLOCK_TOKENS;
 use terse_engine::{EngineError, GenerationRequest, Sampler, SamplerConfig, StopReason};
 
@@ -93,4 +93,9 @@ fn a_prompt_longer_than_the_context_fails_alone() {
         .expect("empty request")
         .tokens
         .is_empty());
+}
+
+#[test]
+fn batched_requests_match_alone_at_every_other_kernel_level() {
+    rerun_at_other_levels(&["batched_requests_generate_the_same_tokens_as_alone"]);
 }

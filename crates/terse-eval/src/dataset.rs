@@ -631,11 +631,15 @@ not json at all
 
     #[test]
     fn the_real_gsm8k_file_loads_without_issues() {
-        let path = Path::new("/work/shared/data/gsm8k/train.jsonl");
-        if !path.exists() {
-            return;
-        }
-        let (problems, issues) = load_gsm8k(path, true).unwrap();
+        // The shared read-only folder sits beside the repository.
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/gsm8k/train.jsonl");
+        assert!(
+            path.exists(),
+            "{} is missing: the shared data folder must sit beside the repository",
+            path.display()
+        );
+        let (problems, issues) = load_gsm8k(&path, true).unwrap();
         assert!(issues.is_empty());
         assert!(problems.len() > 7000);
         assert_eq!(problems[0].gold, "72");

@@ -248,7 +248,7 @@ fn after_last_marker(text: &str, lower: &str, markers: &[&str]) -> Option<String
                 continue;
             }
             // The latest marker wins; among markers at the same place the longest.
-            if best.map_or(true, |(best_pos, best_end)| {
+            if best.is_none_or(|(best_pos, best_end)| {
                 pos > best_pos || (pos == best_pos && end > best_end)
             }) {
                 best = Some((pos, end));
@@ -298,7 +298,7 @@ fn last_number(text: &str) -> Option<String> {
         let negative = prev == Some(&'-')
             && i.checked_sub(2)
                 .and_then(|p| chars.get(p))
-                .map_or(true, |c| !c.is_alphanumeric());
+                .is_none_or(|c| !c.is_alphanumeric());
         let start = i;
         while i < chars.len()
             && (chars[i].is_ascii_digit()

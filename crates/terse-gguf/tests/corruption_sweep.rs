@@ -30,7 +30,7 @@ fn sample_file() -> Vec<u8> {
 
 /// What every successfully opened file must satisfy.
 fn check_invariants(file: &GgufFile) {
-    assert!(file.data_offset() % file.alignment() == 0);
+    assert!(file.data_offset().is_multiple_of(file.alignment()));
     for t in file.tensors() {
         let data = file.tensor_data(t);
         assert_eq!(data.len() as u64, t.size_bytes, "{}", t.name);

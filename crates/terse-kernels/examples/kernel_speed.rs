@@ -5,12 +5,13 @@
 //!
 //! `cargo run --release -p terse-kernels --example kernel_speed [threads] [TYPE,…] [ROWSxCOLS]`
 //! (default 2048x4096; a model's output head, e.g. 151936x896, shows per-row overhead).
+//! `TERSE_KERNELS=avx2` (or another level) picks the kernels to time.
 
 use std::hint::black_box;
 use std::time::Instant;
 use terse_kernels::{
-    activation_row_bytes, matmul, quantize_activation_row, reference, simd_level, GgmlType,
-    ThreadPool, WeightMatrix,
+    activation_row_bytes, level, matmul, quantize_activation_row, reference, GgmlType, ThreadPool,
+    WeightMatrix,
 };
 
 /// Deterministic pseudo-random bytes (xorshift), no dependency needed.
@@ -61,7 +62,7 @@ fn main() {
         .nth(2)
         .map(|a| a.split(',').map(|t| t.to_ascii_uppercase()).collect());
     let pool = ThreadPool::new(threads);
-    println!("simd: {}, pool threads: {}", simd_level(), pool.n_threads());
+    println!("kernels: {}, pool threads: {}", level(), pool.n_threads());
     let (rows, cols) = std::env::args()
         .nth(3)
         .and_then(|a| {

@@ -1,15 +1,33 @@
 //! Plain scalar kernels: straight ports of ggml's `*_ref` quantizers,
 //! `dequantize_row_*` and the `ggml_vec_dot_*_generic` dot products.
 //!
-//! They are the specification the fast paths are tested against, and the
-//! fallback on CPUs without AVX2/FMA/F16C. Loops keep ggml's index structure
-//! (and its float accumulation order) so they can be compared line by line
-//! with the C sources.
+//! They are the specification the fast levels are tested against, and the
+//! `scalar` level (every CPU's fallback, and what `TERSE_KERNELS=scalar`
+//! runs). Loops keep ggml's index structure (and its float accumulation
+//! order) so they can be compared line by line with the C sources.
 #![allow(clippy::needless_range_loop)]
 
 use crate::blocks::*;
-use crate::{check_row, vec_dot_type, GgmlType, KernelError};
+use crate::matmul::MatmulKernel;
+use crate::{check_row, vec_dot_type, GgmlType, KernelError, Kernels, Level};
 use half::f16;
+
+/// The `scalar` level's table: every kernel of this module.
+pub(crate) static KERNELS: Kernels = Kernels {
+    level: Level::Scalar,
+    matmul_kernel: |weight| vec_dot_fn(weight).map(MatmulKernel::Pairs),
+    quantize_q8_0: quantize_row_q8_0,
+    quantize_q8_1: quantize_row_q8_1,
+    dot_f32,
+    dot_f16_rows,
+    accumulate_weighted_f16_rows: |acc, weights, values, n, _, _| {
+        accumulate_weighted_f16_rows(acc, weights, values, n)
+    },
+    f32_to_f16_row,
+    swiglu,
+    exp_scaled_shifted,
+    geglu_f16_table,
+};
 
 /// Quantizes one f32 activation row into the `vec_dot_type` of `weight`
 /// with ggml's reference quantizers (`quantize_row_q8_0_ref`, `…q8_1_ref`,
@@ -85,7 +103,7 @@ pub(crate) fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()
 pub fn vec_dot(weight: GgmlType, n: usize, w_row: &[u8], act_row: &[u8]) -> f32 {
     let f =
         vec_dot_fn(weight).unwrap_or_else(|| panic!("vec_dot: unsupported weight type {weight}"));
-    crate::checked_vec_dot(weight, n, w_row, act_row, |w, a| f(n, w, a))
+    crate::table::checked_vec_dot(weight, n, w_row, act_row, |w, a| f(n, w, a))
 }
 
 /// A scalar vec_dot: `(n, weight row, activation row)`, lengths already checked.
@@ -788,7 +806,8 @@ pub fn dot_f16_rows(key: &[f16], queries: &[f32], out: &mut [f32]) {
 /// If `n` is 0 or does not divide `acc` and `values`, or `weights` does not
 /// hold one weight per row and head.
 pub fn accumulate_weighted_f16_rows(acc: &mut [f32], weights: &[f32], values: &[f16], n: usize) {
-    let (heads, rows) = crate::weighted_rows_shape(acc.len(), weights.len(), values.len(), n);
+    let (heads, rows) =
+        crate::table::weighted_rows_shape(acc.len(), weights.len(), values.len(), n);
     for g in 0..heads {
         for i in 0..n {
             let sum: f32 = (0..rows)

@@ -1,6 +1,7 @@
-//! End-to-end checks of the kernels: fast paths against the scalar
-//! reference, the reference against plain float math, activation
-//! quantization against ggml's semantics, and shape validation.
+//! End-to-end checks of the kernels: every level this CPU runs against the
+//! scalar reference and against the other levels, the reference against
+//! plain float math, activation quantization against ggml's semantics, and
+//! shape validation.
 
 mod common;
 
@@ -10,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use terse_kernels::{
     activation_row_bytes, dequantize_row, is_supported, quantize_activation_row, reference,
-    vec_dot, vec_dot_type, GgmlType, KernelError,
+    vec_dot, vec_dot_type, GgmlType, KernelError, Kernels, Level,
 };
 
 fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Vec<f32> {
@@ -23,6 +24,25 @@ fn quantized_activations(weight: GgmlType, x: &[f32]) -> Vec<u8> {
     let mut act = vec![0u8; activation_row_bytes(weight, x.len()).unwrap()];
     quantize_activation_row(weight, x, &mut act).unwrap();
     act
+}
+
+fn quantized_at(kernels: &Kernels, weight: GgmlType, x: &[f32]) -> Vec<u8> {
+    let mut act = vec![0u8; activation_row_bytes(weight, x.len()).unwrap()];
+    kernels
+        .quantize_activation_row(weight, x, &mut act)
+        .unwrap();
+    act
+}
+
+/// Where a level's dot product equals the reference's bit for bit: the
+/// `avx512` level sums each 32-element block exactly and then does the
+/// reference's float operations in its order.
+fn bit_identical_to_reference(level: Level, ty: GgmlType) -> bool {
+    match level {
+        Level::Scalar => true,
+        Level::Avx2 => false,
+        Level::Avx512 => matches!(ty, GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0),
+    }
 }
 
 fn lengths_for(ty: GgmlType) -> Vec<usize> {
@@ -69,25 +89,45 @@ fn vec_dot_types_follow_ggml() {
 }
 
 #[test]
-fn fast_vec_dot_matches_reference_for_every_type() {
+fn every_level_matches_the_reference_and_the_other_levels_for_every_type() {
+    let levels = levels("every_level_matches_the_reference_and_the_other_levels_for_every_type");
     let mut rng = StdRng::seed_from_u64(1);
     for ty in SUPPORTED {
         for n in lengths_for(ty) {
             for trial in 0..20 {
                 let w = random_weight_row(ty, n, &mut rng);
                 let x = random_activations(n, &mut rng);
+                // Every level dots the same activations (the quantizers differ).
                 let act = quantized_activations(ty, &x);
-                let fast = vec_dot(ty, n, &w, &act);
                 let slow = reference::vec_dot(ty, n, &w, &act);
                 let a_deq = dequantize(vec_dot_type(ty).unwrap(), &act, n);
                 let scale = abs_dot(&dequantize(ty, &w, n), &a_deq);
                 // Integer parts are exact; only the float accumulation order
                 // differs (mins terms can exceed Σ|w·a|, hence the factor 4).
                 let tol = 4e-5 * scale + 1e-30;
-                assert!(
-                    (fast - slow).abs() <= tol,
-                    "{ty} n={n} trial {trial}: fast {fast} vs reference {slow} (tol {tol})"
-                );
+                let results: Vec<(Level, f32)> = levels
+                    .iter()
+                    .map(|k| (k.level(), k.vec_dot(ty, n, &w, &act)))
+                    .collect();
+                for &(level, fast) in &results {
+                    if bit_identical_to_reference(level, ty) {
+                        assert_eq!(
+                            fast.to_bits(),
+                            slow.to_bits(),
+                            "{level} {ty} n={n} trial {trial}: {fast} vs reference {slow}"
+                        );
+                    }
+                    assert!(
+                        (fast - slow).abs() <= tol,
+                        "{level} {ty} n={n} trial {trial}: {fast} vs reference {slow} (tol {tol})"
+                    );
+                    for &(other, theirs) in &results {
+                        assert!(
+                            (fast - theirs).abs() <= 2.0 * tol,
+                            "{ty} n={n} trial {trial}: {level} {fast} vs {other} {theirs}"
+                        );
+                    }
+                }
             }
         }
     }
@@ -166,44 +206,44 @@ fn ggml_x86_q8(x: &[f32], with_sum: bool) -> Vec<u8> {
 }
 
 #[test]
-fn activation_quantization_follows_ggml_per_platform() {
+fn activation_quantization_follows_ggml_per_level() {
     let mut rng = StdRng::seed_from_u64(3);
     let n = 4096;
-    for (weight, with_sum) in [(GgmlType::Q4_0, false), (GgmlType::Q4_1, true)] {
-        let mut x = random_activations(n, &mut rng);
-        // Exact ties: with amax = 127 the scale is 1, so 2.5 must round to 2 on
-        // x86 (ties to even) and to 3 in the reference (roundf).
-        x[0] = 127.0;
-        x[1] = 2.5;
-        let fast = quantized_activations(weight, &x);
-        let mut slow = vec![0u8; fast.len()];
-        reference::quantize_activation_row(weight, &x, &mut slow).unwrap();
-        if terse_kernels::simd_level() == "scalar" {
+    for kernels in levels("activation_quantization_follows_ggml_per_level") {
+        let level = kernels.level();
+        for (weight, with_sum) in [(GgmlType::Q4_0, false), (GgmlType::Q4_1, true)] {
+            let mut x = random_activations(n, &mut rng);
+            // Exact ties: with amax = 127 the scale is 1, so 2.5 must round to 2 on
+            // x86 (ties to even) and to 3 in the reference (roundf).
+            x[0] = 127.0;
+            x[1] = 2.5;
+            let fast = quantized_at(kernels, weight, &x);
+            let mut slow = vec![0u8; fast.len()];
+            reference::quantize_activation_row(weight, &x, &mut slow).unwrap();
+            if level == Level::Scalar {
+                assert_eq!(fast, slow, "{weight}: the scalar level is the reference");
+                continue;
+            }
             assert_eq!(
-                fast, slow,
-                "{weight}: scalar build must use the reference quantizer"
+                fast,
+                ggml_x86_q8(&x, with_sum),
+                "{level} {weight}: must match ggml's x86 quantizer"
             );
-            continue;
-        }
-        assert_eq!(
-            fast,
-            ggml_x86_q8(&x, with_sum),
-            "{weight}: fast path must match ggml's x86 quantizer"
-        );
-        let qs_off = if with_sum { 4 } else { 2 };
-        let block_bytes = if with_sum { 36 } else { 34 };
-        assert_eq!(fast[qs_off + 1] as i8, 2);
-        assert_eq!(slow[qs_off + 1] as i8, 3);
-        for (fb, sb) in fast
-            .chunks_exact(block_bytes)
-            .zip(slow.chunks_exact(block_bytes))
-        {
-            assert_eq!(fb[0..2], sb[0..2], "{weight}: block scales agree");
-            for (a, b) in fb[qs_off..].iter().zip(&sb[qs_off..]) {
-                assert!(
-                    (*a as i8 as i32 - *b as i8 as i32).abs() <= 1,
-                    "{weight}: quants differ by more than one"
-                );
+            let qs_off = if with_sum { 4 } else { 2 };
+            let block_bytes = if with_sum { 36 } else { 34 };
+            assert_eq!(fast[qs_off + 1] as i8, 2);
+            assert_eq!(slow[qs_off + 1] as i8, 3);
+            for (fb, sb) in fast
+                .chunks_exact(block_bytes)
+                .zip(slow.chunks_exact(block_bytes))
+            {
+                assert_eq!(fb[0..2], sb[0..2], "{weight}: block scales agree");
+                for (a, b) in fb[qs_off..].iter().zip(&sb[qs_off..]) {
+                    assert!(
+                        (*a as i8 as i32 - *b as i8 as i32).abs() <= 1,
+                        "{weight}: quants differ by more than one"
+                    );
+                }
             }
         }
     }

@@ -1,19 +1,29 @@
 //! Dequantizes rows of the real Qwen2.5-Coder-0.5B Q4_K_M GGUF and compares
 //! them with values computed offline by the `gguf` Python package (an
-//! independent numpy implementation). Skipped when the model is not present.
+//! independent numpy implementation), then dots them at every level. Fails
+//! when the model is not in the cache: CI pulls it first.
+
+mod common;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
-use terse_kernels::{
-    activation_row_bytes, dequantize_row, quantize_activation_row, reference, vec_dot, GgmlType,
-};
+use terse_kernels::{activation_row_bytes, dequantize_row, reference, GgmlType};
 
-fn model_path() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME")?;
-    let p = PathBuf::from(home)
-        .join(".cache/terse/models/qwen2.5-coder-0.5b/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
-    p.exists().then_some(p)
+/// The pulled model, in the cache `terse models pull` fills (`$TERSE_HOME`,
+/// default `~/.cache/terse`).
+fn model_path() -> PathBuf {
+    let cache = std::env::var_os("TERSE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/terse")))
+        .expect("TERSE_HOME or HOME must be set to find the model cache");
+    let p = cache.join("models/qwen2.5-coder-0.5b/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo run --release -p terse -- models pull qwen2.5-coder-0.5b`",
+        p.display()
+    );
+    p
 }
 
 fn read_at(path: &PathBuf, offset: u64, len: usize) -> Vec<u8> {
@@ -113,10 +123,8 @@ fn close(a: f32, b: f32) -> bool {
 
 #[test]
 fn real_qwen_rows_dequantize_like_gguf_py() {
-    let Some(path) = model_path() else {
-        eprintln!("skipping: Qwen2.5-Coder-0.5B GGUF not found");
-        return;
-    };
+    let path = model_path();
+    let levels = common::levels("real_qwen_rows_dequantize_like_gguf_py");
     for case in &CASES {
         let bytes = read_at(&path, case.offset, case.row_bytes);
         let mut row = vec![0.0f32; case.cols];
@@ -146,21 +154,26 @@ fn real_qwen_rows_dequantize_like_gguf_py() {
         );
 
         // The same row through the dot product: against the row itself as
-        // activations, fast and reference agree and approximate Σw².
-        let mut act = vec![0u8; activation_row_bytes(case.ty, case.cols).unwrap()];
-        quantize_activation_row(case.ty, &row, &mut act).unwrap();
-        let fast = vec_dot(case.ty, case.cols, &bytes, &act);
-        let slow = reference::vec_dot(case.ty, case.cols, &bytes, &act);
+        // activations, every level and the reference agree and approximate Σw².
         let sq: f32 = row.iter().map(|v| v * v).sum();
-        assert!(
-            (fast - slow).abs() <= 1e-5 * sq,
-            "{}: {fast} vs {slow}",
-            case.tensor
-        );
-        assert!(
-            (fast - sq).abs() <= 0.01 * sq,
-            "{}: dot {fast} vs Σw² {sq}",
-            case.tensor
-        );
+        for kernels in &levels {
+            let level = kernels.level();
+            let mut act = vec![0u8; activation_row_bytes(case.ty, case.cols).unwrap()];
+            kernels
+                .quantize_activation_row(case.ty, &row, &mut act)
+                .unwrap();
+            let fast = kernels.vec_dot(case.ty, case.cols, &bytes, &act);
+            let slow = reference::vec_dot(case.ty, case.cols, &bytes, &act);
+            assert!(
+                (fast - slow).abs() <= 1e-5 * sq,
+                "{level} {}: {fast} vs {slow}",
+                case.tensor
+            );
+            assert!(
+                (fast - sq).abs() <= 0.01 * sq,
+                "{level} {}: dot {fast} vs Σw² {sq}",
+                case.tensor
+            );
+        }
     }
 }

@@ -40,6 +40,20 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The kernel level is fixed for the whole process: choose it before any
+    // kernel runs, so a bad `TERSE_KERNELS` or `--kernels` is an error here.
+    let forced = match &cli.command {
+        Command::Bench(args) => args.kernels,
+        _ => None,
+    };
+    let chosen = match forced {
+        Some(level) => terse_kernels::select(level),
+        None => terse_kernels::select_from_env(),
+    };
+    if let Err(err) = chosen {
+        eprintln!("error: {err}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Generate(args) => commands::generate::run(args),
         Command::Chat(args) => commands::chat::run(args),

@@ -78,6 +78,8 @@ fn json_has_every_test_with_positive_speeds() {
         assert!(min > 0.0 && min <= median && median <= max, "{t}");
         assert_eq!(t["n_threads"], 2, "{t}");
         assert_eq!(t["repetitions"], 1, "{t}");
+        let level = t["kernels"].as_str().unwrap_or_default();
+        assert!(["scalar", "avx2", "avx512"].contains(&level), "{t}");
         for field in [
             "bytes_per_token",
             "memory_bandwidth_bytes_per_s",
@@ -155,6 +157,31 @@ fn missing_llama_bench_is_a_one_line_error_naming_it() {
     assert!(
         !err.contains("warm-up"),
         "checked before any test runs: {err}"
+    );
+}
+
+#[test]
+fn kernels_flag_forces_the_level_and_rejects_unknown_ones() {
+    let o = terse_bench(&[
+        "-p",
+        "16",
+        "-n",
+        "0",
+        "--warmup",
+        "0",
+        "--kernels",
+        "scalar",
+        "--json",
+    ]);
+    let tests = json_tests(&o);
+    assert_eq!(tests[0]["kernels"], "scalar", "{}", stderr(&o));
+
+    let o = terse_bench(&["-p", "16", "-n", "0", "--kernels", "avx3"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("avx3") && err.contains("scalar, avx2, avx512") && !err.contains("panicked"),
+        "{err}"
     );
 }
 

@@ -191,3 +191,24 @@ fn info_shows_tensor_types_and_bytes_per_token() {
     assert!(text.contains("Q5_0") && text.contains("Q8_0"), "{text}");
     assert!(text.contains("weights read per generated token"), "{text}");
 }
+
+#[test]
+fn unknown_kernel_level_in_the_environment_is_an_error_naming_the_levels() {
+    let o = Command::new(env!("CARGO_BIN_EXE_terse"))
+        .args(["info", "-m", "qwen2.5-coder-0.5b"])
+        .env("TERSE_KERNELS", "avx9000")
+        .output()
+        .expect("run terse");
+    assert_clean_failure(&o, "the levels are scalar, avx2, avx512");
+}
+
+#[test]
+fn info_names_the_kernel_level_in_use() {
+    let o = Command::new(env!("CARGO_BIN_EXE_terse"))
+        .args(["info", "-m", "qwen2.5-coder-0.5b"])
+        .env("TERSE_KERNELS", "scalar")
+        .output()
+        .expect("run terse");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("kernels: scalar"), "{}", stdout(&o));
+}

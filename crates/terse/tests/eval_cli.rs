@@ -24,6 +24,16 @@ fn summary(dir: &Path) -> serde_json::Value {
 }
 
 fn eval(dataset: &str, out: &Path, extra: &[&str]) -> Output {
+    eval_at(None, dataset, out, extra)
+}
+
+/// `terse eval` at the kernel level `level` (the default one when `None`).
+fn eval_at(
+    level: Option<terse_kernels::Level>,
+    dataset: &str,
+    out: &Path,
+    extra: &[&str],
+) -> Output {
     let mut args = vec![
         "eval",
         "--dataset",
@@ -37,7 +47,12 @@ fn eval(dataset: &str, out: &Path, extra: &[&str]) -> Output {
         out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    terse(&args)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_terse"));
+    command.args(&args);
+    if let Some(level) = level {
+        command.env(terse_kernels::LEVEL_ENV, level.name());
+    }
+    command.output().expect("run terse")
 }
 
 #[test]
@@ -182,14 +197,44 @@ fn answers(dir: &Path) -> std::collections::BTreeMap<String, (String, u64)> {
         .collect()
 }
 
+/// At every SIMD kernel level this CPU runs; levels it lacks are reported as
+/// not tested, and the scalar level as not run (its matmuls take one row pair
+/// at a time, so batching cannot reach its results, which the kernels' matmul
+/// test checks; and this would take minutes on it).
 #[test]
-fn concurrent_eval_records_the_same_answers_as_one_at_a_time() {
-    let (one, many) = (scratch_dir("one-at-a-time"), scratch_dir("concurrent"));
-    let o = eval("synthetic:d2:n5:s3", &one, &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = eval("synthetic:d2:n5:s3", &many, &["--concurrency", "3"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (a, b) = (answers(&one), answers(&many));
-    assert_eq!(a.len(), 5);
-    assert_eq!(a, b, "batched generation changed an answer");
+fn concurrent_eval_records_the_same_answers_as_one_at_a_time_at_every_level() {
+    use std::io::Write;
+    for level in terse_kernels::Level::ALL {
+        let skipped = if !level.is_supported() {
+            Some(format!("NOT TESTED at level {level}: this CPU lacks it"))
+        } else if level == terse_kernels::Level::Scalar {
+            Some(
+                "NOT RUN at level scalar (one pair per call: batch-invariant by construction)"
+                    .into(),
+            )
+        } else {
+            None
+        };
+        if let Some(line) = skipped {
+            let _ = writeln!(std::io::stderr(), "concurrent eval: {line}");
+            continue;
+        }
+        let one = scratch_dir(&format!("one-at-a-time-{level}"));
+        let many = scratch_dir(&format!("concurrent-{level}"));
+        let o = eval_at(Some(level), "synthetic:d2:n5:s3", &one, &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = eval_at(
+            Some(level),
+            "synthetic:d2:n5:s3",
+            &many,
+            &["--concurrency", "3"],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let (a, b) = (answers(&one), answers(&many));
+        assert_eq!(a.len(), 5);
+        assert_eq!(
+            a, b,
+            "batched generation changed an answer at level {level}"
+        );
+    }
 }

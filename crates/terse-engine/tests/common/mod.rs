@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
+use std::io::Write;
 use std::path::PathBuf;
+use std::process::Command;
 use terse_engine::{Engine, EngineOptions, Outputs, SeqId, Span};
 
 /// Path of a pulled default model. Fails loudly when missing: CI pulls the models first
@@ -59,4 +61,46 @@ pub fn last_logits(engine: &mut Engine, seq: SeqId, tokens: &[u32], start_pos: u
         }])
         .expect("forward");
     out.last_logits(0).expect("logits").to_vec()
+}
+
+/// Runs the named tests of this test binary again in a child process for every
+/// other SIMD kernel level this CPU runs (a process runs at one level), and
+/// fails if any fails there. Levels the CPU lacks are reported as not tested;
+/// the scalar level as not run: its matmuls take one row pair at a time, so
+/// batching cannot reach its results (the kernels' matmul test checks that),
+/// and these tests would take minutes on it.
+pub fn rerun_at_other_levels(tests: &[&str]) {
+    let current = terse_kernels::level();
+    let report = |line: String| {
+        let _ = writeln!(std::io::stderr(), "{line}");
+    };
+    for level in terse_kernels::Level::ALL {
+        if level == current {
+            continue;
+        }
+        if !level.is_supported() {
+            report(format!(
+                "NOT TESTED: {tests:?} at level {level}: this CPU lacks it"
+            ));
+            continue;
+        }
+        if level == terse_kernels::Level::Scalar {
+            report(format!("NOT RUN: {tests:?} at level scalar (one pair per call: batch-invariant by construction)"));
+            continue;
+        }
+        let exe = std::env::current_exe().expect("the test binary");
+        let out = Command::new(exe)
+            .args(tests)
+            .args(["--exact", "--test-threads", "1"])
+            .env(terse_kernels::LEVEL_ENV, level.name())
+            .output()
+            .expect("rerun the test binary");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(&format!("{} passed", tests.len())),
+            "at level {level}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        report(format!("passed at level {level} too: {tests:?}"));
+    }
 }

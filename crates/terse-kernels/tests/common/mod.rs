@@ -1,10 +1,33 @@
 //! Random test data shaped like real GGUF weights: random quant bits with
-//! finite, realistically sized block scales.
+//! finite, realistically sized block scales, and the levels to test.
+
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code)]
 
 use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::Rng;
-use terse_kernels::GgmlType;
+use std::io::Write;
+use terse_kernels::{GgmlType, Kernels, Level};
+
+/// The kernel table of every level this CPU runs, slowest (the reference)
+/// first. Each level it lacks is reported as not tested on the test output
+/// (written past the harness's capture, so it shows even when `test` passes).
+pub fn levels(test: &str) -> Vec<&'static Kernels> {
+    Level::ALL
+        .into_iter()
+        .filter_map(|level| match Kernels::for_level(level) {
+            Ok(kernels) => Some(kernels),
+            Err(e) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "NOT TESTED: {test} at level {level}: {e}"
+                );
+                None
+            }
+        })
+        .collect()
+}
 
 /// Weight types with a dequantizer and a dot product.
 pub const SUPPORTED: [GgmlType; 13] = [

@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// Time each kind of operation of the forward pass and show where the time goes.
     #[arg(long)]
     pub profile: bool,
+    /// Kernel level to run (scalar, avx2, avx512; default: $TERSE_KERNELS, else the
+    /// best this CPU has), to compare the levels one machine supports.
+    #[arg(long, value_name = "LEVEL")]
+    pub kernels: Option<terse_kernels::Level>,
 }
 
 /// Seeds the prompt tokens, so every run and every build times the same input.
@@ -197,10 +201,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     .with_context(|| format!("loading {}", path.display()))?;
     let model = ModelSummary::new(&engine);
     eprintln!(
-        "terse bench: {} on {} threads ({} of weights read per token)",
+        "terse bench: {} on {} threads ({} of weights read per token), {} kernels",
         model.name,
         engine.threads(),
-        human_bytes(model.bytes_per_token as u64)
+        human_bytes(model.bytes_per_token as u64),
+        terse_kernels::level()
     );
 
     let mut bench = Bench::new(engine, args.profile);
@@ -219,6 +224,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let report = BenchReport {
         model,
         n_threads: bench.engine.threads(),
+        kernels: terse_kernels::level(),
         memory_bandwidth_bytes_per_s: bandwidth,
         peak_rss_bytes,
         kv_cache_bytes: bench.engine.kv_cache().storage_bytes() as u64,

@@ -30,7 +30,9 @@ pub fn run(args: InfoArgs) -> Result<()> {
     for (key, value) in gguf.metadata() {
         let shown = match value {
             MetaValue::String(s) if s.len() > 80 => {
-                format!("{:?}… ({} chars)", &s[..s.floor_char_boundary(77)], s.len())
+                // The last char boundary at or before byte 77 (0 always is one).
+                let cut = (0..=77).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+                format!("{:?}… ({} chars)", &s[..cut], s.len())
             }
             other => other.to_string(),
         };
@@ -87,6 +89,16 @@ pub fn run(args: InfoArgs) -> Result<()> {
         }
         Err(e) => println!("\nthis engine cannot run it: {e}"),
     }
+    let level = terse_kernels::level();
+    let supported: Vec<&str> = terse_kernels::Level::supported()
+        .into_iter()
+        .map(|l| l.name())
+        .collect();
+    println!(
+        "kernels: {level} (CPU features used: {}; this CPU runs {})",
+        level.features(),
+        supported.join(", ")
+    );
     Ok(())
 }
 

@@ -96,6 +96,8 @@ impl Spread {
 pub struct BenchReport {
     pub model: ModelSummary,
     pub n_threads: usize,
+    /// The kernel level the engine ran at.
+    pub kernels: terse_kernels::Level,
     pub memory_bandwidth_bytes_per_s: f64,
     pub peak_rss_bytes: Option<u64>,
     pub kv_cache_bytes: u64,
@@ -112,6 +114,7 @@ struct JsonTest<'a> {
     model_size_bytes: u64,
     n_params: u64,
     n_threads: usize,
+    kernels: &'a str,
     n_tokens: usize,
     repetitions: usize,
     tokens_per_s_median: f64,
@@ -180,6 +183,7 @@ impl BenchReport {
                     model_size_bytes: self.model.size_bytes,
                     n_params: self.model.n_params,
                     n_threads: self.n_threads,
+                    kernels: self.kernels.name(),
                     n_tokens: r.n_tokens,
                     repetitions: r.samples.len(),
                     tokens_per_s_median: spread.median,
@@ -251,6 +255,12 @@ impl BenchReport {
             out.push('\n');
         }
         out.push('\n');
+        let _ = writeln!(
+            out,
+            "kernels: {} (CPU features used: {})",
+            self.kernels,
+            self.kernels.features()
+        );
         let _ = writeln!(
             out,
             "memory read bandwidth: {:.1} GB/s on {} threads; decode limit {:.1} t/s at {} of weights per token",

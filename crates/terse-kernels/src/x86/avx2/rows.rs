@@ -1,19 +1,22 @@
 //! One weight row against one to [`MAX_TOKENS`] activation rows at once: the
-//! kernels of the formats the default models use (Q4_0, Q5_0, Q8_0, Q4_K,
-//! Q6_K) for decode (one row), batched decode and prefill.
+//! AVX2 kernels of the formats the default models use (Q4_0, Q5_0, Q8_0, Q4_K,
+//! Q6_K) for decode (one row), batched decode and prefill, and the lane layout
+//! of the activation side data they read ([`group_side_data`]).
 //!
 //! A per-pair dot product would unpack every weight block again for each token;
 //! here a block is unpacked once and dotted with every activation row, and the
 //! independent per-token accumulators hide the latency of the float chain. What
 //! can be derived from the activation rows alone (f32 scales, block sums) comes
-//! precomputed once per matmul, one lane per row ([`crate::group_side_data`]),
-//! so a block's scales for all rows take one multiply. For each token the
+//! precomputed once per matmul, one lane per row ([`group_side_data`]), so a
+//! block's scales for all rows take one multiply. For each token the
 //! operations are the same, in the same order, whatever the number of rows, so
-//! every output is bit-identical to [`crate::vec_dot`] (the one-row call) —
-//! batching never changes a result.
+//! every output is bit-identical to the one-row call — batching never changes
+//! a result.
 
 use super::*;
-use crate::MultiDotFn;
+use crate::blocks;
+use crate::matmul::{MatmulKernel, MultiDotFn, RowKernel};
+use half::f16;
 
 /// Most activation rows one call handles.
 pub(crate) const MAX_TOKENS: usize = 8;
@@ -30,6 +33,103 @@ const PREFETCH_BYTES: usize = 2048;
 #[target_feature(enable = "avx2")]
 unsafe fn prefetch_ahead(p: *const u8) {
     _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH_BYTES) as *const i8);
+}
+
+/// Words [`group_side_data`] appends for a group of `rows` rows of `n` elements.
+pub(crate) fn group_side_words(weight: GgmlType, n: usize, rows: usize) -> usize {
+    let lanes = MAX_TOKENS;
+    match weight {
+        GgmlType::Q8_0 => lanes * (n / blocks::QK),
+        GgmlType::Q4_0 | GgmlType::Q5_0 => 2 * lanes * (n / blocks::QK),
+        GgmlType::Q4_K if rows == 1 => (lanes + 4) * (n / blocks::QK_K),
+        GgmlType::Q4_K => (lanes + 4 * lanes) * (n / blocks::QK_K),
+        GgmlType::Q6_K => lanes * (n / blocks::QK_K),
+        _ => 0,
+    }
+}
+
+/// What Q4_0/Q5_0 quants are stored above their signed values.
+fn stored_offset(weight: GgmlType) -> Option<f32> {
+    match weight {
+        GgmlType::Q4_0 => Some(8.0),
+        GgmlType::Q5_0 => Some(16.0),
+        _ => None,
+    }
+}
+
+/// Appends to `out` what the multi-row kernels would otherwise recompute from
+/// a group of up to [`MAX_TOKENS`] activation rows (`rows` of them, each
+/// `row_bytes` long in `acts`) for every weight row: they read it once per
+/// matmul. Per-block values come block-major with one lane per row (rows
+/// past `rows` are 0), so a kernel scales all the rows of a block with one
+/// vector multiply:
+/// - Q8_0 activations: each block's f16 scale widened to f32, then, for Q4_0
+///   and Q5_0 weights (stored `+offset`), each block's `-offset · Σq` (exact in
+///   f32: |Σq| ≤ 32 · 127);
+/// - Q8_K activations of Q4_K and Q6_K weights: each block's f32 scale; for
+///   Q4_K then each block's eight sums over 32 elements (its sixteen
+///   16-element `bsums` added in pairs) as `i16`, two per word (one word per
+///   pair and row, one lane only for a lone row), stored as f32 bit patterns
+///   that are only ever reloaded as integers;
+/// - anything else: nothing.
+pub(crate) fn group_side_data(
+    weight: GgmlType,
+    acts: &[u8],
+    row_bytes: usize,
+    rows: usize,
+    out: &mut Vec<f32>,
+) {
+    let row = |j: usize| &acts[j * row_bytes..(j + 1) * row_bytes];
+    // For every block, one value per lane: f(row j's block) for j < rows, else 0.
+    let block_major = |out: &mut Vec<f32>, block_bytes: usize, f: &dyn Fn(&[u8]) -> f32| {
+        for b in 0..row_bytes / block_bytes {
+            out.extend((0..MAX_TOKENS).map(|j| {
+                if j < rows {
+                    f(&row(j)[b * block_bytes..(b + 1) * block_bytes])
+                } else {
+                    0.0
+                }
+            }));
+        }
+    };
+    let f16_at_0 = |b: &[u8]| f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+    let f32_at_0 = |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    match weight {
+        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 => {
+            block_major(out, blocks::Q8_0_BYTES, &f16_at_0);
+            if let Some(offset) = stored_offset(weight) {
+                block_major(out, blocks::Q8_0_BYTES, &|b| {
+                    let sum: i32 = b[2..].iter().map(|&q| i32::from(q as i8)).sum();
+                    -offset * sum as f32
+                });
+            }
+        }
+        GgmlType::Q4_K | GgmlType::Q6_K => {
+            block_major(out, blocks::Q8_K_BYTES, &f32_at_0);
+            if weight == GgmlType::Q4_K {
+                // Per block, per pair of 32-element sub-blocks, one word per row
+                // (just the one for a lone row).
+                let lanes = if rows == 1 { 1 } else { MAX_TOKENS };
+                for b in 0..row_bytes / blocks::Q8_K_BYTES {
+                    for pair in 0..4 {
+                        out.extend((0..lanes).map(|j| {
+                            if j >= rows {
+                                return 0.0;
+                            }
+                            let block = &row(j)[b * blocks::Q8_K_BYTES..];
+                            let bsums = &block[blocks::Q8_K_BSUMS..blocks::Q8_K_BSUMS + 32];
+                            let bsum =
+                                |i: usize| i16::from_le_bytes([bsums[2 * i], bsums[2 * i + 1]]);
+                            // |sum of 32 i8| <= 4064: the pair sum cannot overflow.
+                            let sum32 = |k: usize| (bsum(2 * k) + bsum(2 * k + 1)) as u16 as u32;
+                            f32::from_bits(sum32(2 * pair) | sum32(2 * pair + 1) << 16)
+                        }));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The activation rows' block pointers for `N` tokens.
@@ -66,7 +166,7 @@ unsafe fn scales<const N: usize>(weight_scale: __m256, act_scales: *const f32) -
 /// Kernels for the 32-element formats dotted with Q8_0 activations. `side`
 /// holds, block by block, the eight rows' activation scales widened to f32
 /// and, for the offset formats, then each block's `-offset · Σq` per row (see
-/// [`crate::group_side_data`]): one multiply gives a block's combined scale
+/// [`group_side_data`]): one multiply gives a block's combined scale
 /// `dx · dy` for every row, where each row converted and multiplied its own.
 ///
 /// - Q8_0 quants are signed: `maddubs` needs one unsigned operand, so the
@@ -230,7 +330,7 @@ q8_0_family!(q8_0_rows, Q8_0_BYTES, offset: false, |xb| load256(xb.add(2)));
 
 /// `side` holds the rows' activation block scales block by block (eight
 /// lanes), then each block's sums over 32 elements, a pair of them per word,
-/// one word per row (see [`crate::group_side_data`]): folding them out of
+/// one word per row (see [`group_side_data`]): folding them out of
 /// `bsums` for every weight row cost as much as the dot products themselves.
 /// The mins term `-dmin · dy · Σ min · sum` of all rows is one vector, lane j
 /// for row j (four `madd`s per block for all rows); one row (decode) has its
@@ -312,7 +412,7 @@ unsafe fn q4_k_rows<const N: usize>(
 }
 
 /// `side` holds the rows' activation block scales block by block (eight
-/// lanes, see [`crate::group_side_data`]).
+/// lanes, see [`group_side_data`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6_k_rows<const N: usize>(
     nb: usize,
@@ -392,12 +492,13 @@ macro_rules! multi_dot {
                     && w.len() >= nb * $w_bytes
                     && a_row_bytes >= nb * $a_bytes
                     && acts.len() >= (n_tok - 1) * a_row_bytes + nb * $a_bytes
-                    && act_side.len() >= crate::group_side_words($ty, n, n_tok),
+                    && act_side.len() >= group_side_words($ty, n, n_tok),
                 "multi-row dot: rows shorter than n elements"
             );
             let (x, y, side) = (w.as_ptr(), acts.as_ptr(), act_side.as_ptr());
             // SAFETY: every row covers nb blocks (checked above) and this function
-            // is only reachable through `multi_dot_fn`, which requires `available()`.
+            // is only reachable through the AVX2 table, handed out only when
+            // `available()`.
             unsafe {
                 match n_tok {
                     1 => $kernel::<1>(nb, x, y, a_row_bytes, side, out),
@@ -455,25 +556,28 @@ multi_dot!(
     Q8_K_BYTES
 );
 
-/// The multi-row kernel for `weight`, where one exists on this CPU.
-pub(crate) fn multi_dot_fn(weight: GgmlType) -> Option<MultiDotFn> {
-    if !available() {
-        return None;
-    }
-    Some(match weight {
+/// The multi-row kernel for `weight`, where there is one.
+pub(crate) fn row_kernel(weight: GgmlType) -> Option<MatmulKernel> {
+    let dot: MultiDotFn = match weight {
         GgmlType::Q4_0 => multi_q4_0,
         GgmlType::Q5_0 => multi_q5_0,
         GgmlType::Q8_0 => multi_q8_0,
         GgmlType::Q4_K => multi_q4_k,
         GgmlType::Q6_K => multi_q6_k,
         _ => return None,
-    })
+    };
+    Some(MatmulKernel::Rows(RowKernel {
+        dot,
+        tokens: MAX_TOKENS,
+        side_data: group_side_data,
+        side_words: group_side_words,
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{activation_row_bytes, quantize_activation_row, vec_dot};
+    use crate::{activation_row_bytes, Level};
     use rand::{Rng, SeedableRng};
 
     /// Random bytes are valid blocks for these types once the f16 scales are
@@ -499,9 +603,12 @@ mod tests {
 
     #[test]
     fn multi_row_kernels_equal_vec_dot_bit_for_bit() {
-        if !available() {
+        let Some(kernels) = crate::testing::level_or_report(
+            Level::Avx2,
+            "multi_row_kernels_equal_vec_dot_bit_for_bit",
+        ) else {
             return;
-        }
+        };
         let mut rng = rand::rngs::StdRng::seed_from_u64(42);
         for ty in [
             GgmlType::Q4_0,
@@ -511,22 +618,25 @@ mod tests {
             GgmlType::Q6_K,
         ] {
             let n = 512;
-            let f = multi_dot_fn(ty).expect("kernel");
+            let Some(MatmulKernel::Rows(kernel)) = row_kernel(ty) else {
+                panic!("{ty} has a row kernel");
+            };
             let w = random_row(&mut rng, ty, n);
             let arb = activation_row_bytes(ty, n).expect("activation bytes");
             let mut acts = vec![0u8; MAX_TOKENS * arb];
             for t in 0..MAX_TOKENS {
                 let x: Vec<f32> = (0..n).map(|_| rng.gen_range(-3.0..3.0)).collect();
-                quantize_activation_row(ty, &x, &mut acts[t * arb..(t + 1) * arb])
+                kernels
+                    .quantize_activation_row(ty, &x, &mut acts[t * arb..(t + 1) * arb])
                     .expect("quantize");
             }
             for n_tok in 1..=MAX_TOKENS {
                 let mut side = Vec::new();
-                crate::group_side_data(ty, &acts[..n_tok * arb], arb, n_tok, &mut side);
+                group_side_data(ty, &acts[..n_tok * arb], arb, n_tok, &mut side);
                 let mut out = vec![0.0f32; n_tok];
-                f(n, &w, &acts, arb, &side, &mut out);
+                (kernel.dot)(n, &w, &acts, arb, &side, &mut out);
                 for (t, &v) in out.iter().enumerate() {
-                    let single = vec_dot(ty, n, &w, &acts[t * arb..(t + 1) * arb]);
+                    let single = kernels.vec_dot(ty, n, &w, &acts[t * arb..(t + 1) * arb]);
                     assert_eq!(v.to_bits(), single.to_bits(), "{ty} token {t} of {n_tok}");
                 }
             }
