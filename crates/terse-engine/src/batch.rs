@@ -100,13 +100,26 @@ impl TokenUsage {
 
 /// A finished generation: the tokens the sequence holds after its prompt (sampled and
 /// injected, in order; a final end-of-generation token included), why it stopped,
-/// timings measured from its admission, and its token usage.
-#[derive(Debug, Clone)]
+/// timings measured from its admission, its token usage, and its steering object back
+/// (whose state is the strategy's result).
 pub struct Generation {
     pub tokens: Vec<u32>,
     pub reason: StopReason,
     pub stats: GenerationStats,
     pub usage: TokenUsage,
+    pub steering: Option<Box<dyn Steering>>,
+}
+
+impl std::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generation")
+            .field("tokens", &self.tokens)
+            .field("reason", &self.reason)
+            .field("stats", &self.stats)
+            .field("usage", &self.usage)
+            .field("steered", &self.steering.is_some())
+            .finish()
+    }
 }
 
 struct Running {
@@ -396,6 +409,7 @@ impl BatchScheduler {
                         reason,
                         stats: r.stats,
                         usage: r.usage,
+                        steering: r.steering,
                     }),
                 ));
             }
@@ -462,6 +476,7 @@ impl BatchScheduler {
                             ..GenerationStats::default()
                         },
                         usage,
+                        steering: request.steering,
                     }),
                 ));
                 continue;

@@ -7,10 +7,12 @@
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// Parameters of the sampler chain. `temperature <= 0` means greedy.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SamplerConfig {
     pub temperature: f32,
     /// Keep the k most likely tokens (0 = off).

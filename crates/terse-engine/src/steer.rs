@@ -127,7 +127,7 @@ pub struct SteeringReserve {
 
 /// A controller of one generation; see the module documentation. Every method has a
 /// do-nothing default, and a steering object that does nothing changes nothing.
-pub trait Steering: Send {
+pub trait Steering: Send + std::any::Any {
     /// KV cache positions this request may need beyond its prompt and `max_tokens`.
     fn reserve(&self) -> SteeringReserve {
         SteeringReserve::default()

@@ -1,18 +1,18 @@
 //! Content-addressed cache of generations, so no model output is ever paid for twice.
 //!
 //! The key is the sha256 of the canonical JSON of (model fingerprint, rendered prompt,
-//! sampling parameters, seed, sample index); the value is the [`Generation`] as JSON in
+//! sampling parameters with the seed, token cap, stop strings, strategy, sample index);
+//! the value is the [`Completion`] as JSON in
 //! `DIR/<first 2 hex>/<remaining 62 hex>.json`. Writes go to a temporary file in the
 //! same directory and are renamed into place, so a reader sees a whole entry or none,
 //! and a killed writer leaves only a stray temporary file. An unreadable entry is
 //! treated as a miss and overwritten.
 
-use crate::record::SamplingParams;
-use crate::run::Generation;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use terse_reason::{Completion, CompletionRequest, SamplerConfig, StrategySpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -33,29 +33,27 @@ struct KeyFields<'a> {
     version: u32,
     model: &'a str,
     prompt: &'a str,
-    params: &'a SamplingParams,
-    seed: u64,
+    sampling: &'a SamplerConfig,
+    max_tokens: usize,
+    stop: &'a [String],
+    strategy: &'a StrategySpec,
     sample: u32,
 }
 
-/// The hex sha256 key of one generation request.
-pub fn cache_key(
-    model: &str,
-    prompt: &str,
-    params: &SamplingParams,
-    seed: u64,
-    sample: u32,
-) -> String {
+/// The hex sha256 key of one request (`prompt` is its rendered text).
+pub fn cache_key(model: &str, prompt: &str, request: &CompletionRequest, sample: u32) -> String {
     let fields = KeyFields {
-        version: 1,
+        version: 2,
         model,
         prompt,
-        params,
-        seed,
+        sampling: &request.sampling,
+        max_tokens: request.max_tokens,
+        stop: &request.stop,
+        strategy: &request.strategy,
         sample,
     };
-    // Struct fields serialise in declaration order and `extra` is a BTreeMap, so the
-    // JSON is canonical; serialising these types cannot fail.
+    // Struct fields serialise in declaration order, so the JSON is canonical;
+    // serialising these types cannot fail.
     let json = serde_json::to_vec(&fields).unwrap_or_default();
     Sha256::digest(&json)
         .iter()
@@ -91,13 +89,13 @@ impl GenerationCache {
     }
 
     /// The cached generation for `key`, if a complete entry exists.
-    pub fn get(&self, key: &str) -> Option<Generation> {
+    pub fn get(&self, key: &str) -> Option<Completion> {
         let bytes = std::fs::read(self.entry_path(key)).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
     /// Stores a generation atomically.
-    pub fn put(&self, key: &str, generation: &Generation) -> Result<(), CacheError> {
+    pub fn put(&self, key: &str, generation: &Completion) -> Result<(), CacheError> {
         let path = self.entry_path(key);
         let io = |source| CacheError::Io {
             path: path.clone(),
@@ -124,42 +122,61 @@ impl GenerationCache {
 mod tests {
     use super::*;
 
-    fn generation(text: &str) -> Generation {
-        Generation {
+    fn generation(text: &str) -> Completion {
+        Completion {
             text: text.into(),
-            prompt_tokens: 3,
-            output_tokens: 4,
+            reasoning: None,
+            usage: terse_reason::Usage {
+                prompt_tokens: 3,
+                output_tokens: 4,
+                ..Default::default()
+            },
+            finish: terse_reason::Finish::Stop,
+            stop_reason: "eos".into(),
+            events: Vec::new(),
             latency_s: 0.25,
+            logprobs: Vec::new(),
         }
+    }
+
+    fn request() -> CompletionRequest {
+        CompletionRequest::chat(Vec::new(), SamplerConfig::greedy(), 16)
     }
 
     #[test]
     fn key_changes_with_every_component() {
-        let params = SamplingParams::default();
-        let base = cache_key("m", "p", &params, 1, 0);
+        let r = request();
+        let base = cache_key("m", "p", &r, 0);
         assert_eq!(base.len(), 64);
-        assert_eq!(base, cache_key("m", "p", &params, 1, 0));
-        assert_ne!(base, cache_key("m2", "p", &params, 1, 0));
-        assert_ne!(base, cache_key("m", "p2", &params, 1, 0));
-        assert_ne!(base, cache_key("m", "p", &params, 2, 0));
-        assert_ne!(base, cache_key("m", "p", &params, 1, 1));
-        let hotter = SamplingParams {
-            temperature: 0.7,
-            ..SamplingParams::default()
-        };
-        assert_ne!(base, cache_key("m", "p", &hotter, 1, 0));
-        let mut with_extra = SamplingParams::default();
-        with_extra
-            .extra
-            .insert("strategy".into(), serde_json::json!("early-exit"));
-        assert_ne!(base, cache_key("m", "p", &with_extra, 1, 0));
+        assert_eq!(base, cache_key("m", "p", &r, 0));
+        assert_ne!(base, cache_key("m2", "p", &r, 0));
+        assert_ne!(base, cache_key("m", "p2", &r, 0));
+        assert_ne!(base, cache_key("m", "p", &r, 1));
+        let mut seeded = request();
+        seeded.sampling.seed = 2;
+        assert_ne!(base, cache_key("m", "p", &seeded, 0));
+        let mut hotter = request();
+        hotter.sampling.temperature = 0.7;
+        assert_ne!(base, cache_key("m", "p", &hotter, 0));
+        let mut longer = request();
+        longer.max_tokens = 17;
+        assert_ne!(base, cache_key("m", "p", &longer, 0));
+        let mut steered = request();
+        steered.strategy = StrategySpec::parse("early-exit", &[]).unwrap();
+        assert_ne!(base, cache_key("m", "p", &steered, 0));
+        let mut tuned = request();
+        tuned.strategy = StrategySpec::parse("early-exit", &["every=16".into()]).unwrap();
+        assert_ne!(
+            cache_key("m", "p", &steered, 0),
+            cache_key("m", "p", &tuned, 0)
+        );
     }
 
     #[test]
     fn put_then_get_returns_the_generation_and_leaves_no_temp_files() {
         let dir = tempfile::tempdir().unwrap();
         let cache = GenerationCache::open(dir.path()).unwrap();
-        let key = cache_key("m", "p", &SamplingParams::default(), 0, 0);
+        let key = cache_key("m", "p", &request(), 0);
         assert_eq!(cache.get(&key), None);
         cache.put(&key, &generation("hello")).unwrap();
         assert_eq!(cache.get(&key), Some(generation("hello")));
@@ -175,7 +192,7 @@ mod tests {
     fn corrupt_entry_is_a_miss_and_is_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         let cache = GenerationCache::open(dir.path()).unwrap();
-        let key = cache_key("m", "p", &SamplingParams::default(), 0, 0);
+        let key = cache_key("m", "p", &request(), 0);
         std::fs::create_dir_all(dir.path().join(&key[..2])).unwrap();
         std::fs::write(cache.entry_path(&key), b"{\"text\": \"half").unwrap();
         assert_eq!(cache.get(&key), None);

@@ -2,9 +2,11 @@
 //!
 //! Runs are paired on (problem id, sample index) with the first run as the baseline.
 //! For each other run: accuracy difference on the paired problems with the exact
-//! McNemar test, and the output-token ratio (other / baseline, ratio of totals over
-//! the pairs) with a seeded paired bootstrap 95% CI. All runs are placed on the
-//! accuracy-versus-tokens plane with the Pareto front marked.
+//! McNemar test, and the ratios of cost tokens (everything processed beyond the
+//! prompt: decoded, probe and injected tokens), of output tokens and of latency
+//! (other / baseline, ratio of totals over the pairs), each with a seeded paired
+//! bootstrap 95% CI, beside the ratio of the runs' wall times. All runs are placed on
+//! the accuracy-versus-cost plane with the Pareto front marked.
 
 use crate::plot::{self, PlotError, RunPoint};
 use crate::record::{read_records, Record, RecordError, RECORDS_FILE};
@@ -95,6 +97,10 @@ pub struct RunRow {
     pub accuracy: Option<f64>,
     pub accuracy_ci95: [f64; 2],
     pub output_tokens_mean: Option<f64>,
+    #[serde(default)]
+    pub cost_tokens_mean: Option<f64>,
+    #[serde(default)]
+    pub wall_s: f64,
     pub on_pareto_front: bool,
 }
 
@@ -115,6 +121,16 @@ pub struct PairStat {
     pub mcnemar_p: f64,
     /// Output tokens, other / baseline, with a paired bootstrap 95% CI.
     pub token_ratio: Option<RatioCi>,
+    /// Cost tokens (decoded + probe + injected), other / baseline.
+    #[serde(default)]
+    pub cost_ratio: Option<RatioCi>,
+    /// Per-answer latency, other / baseline.
+    #[serde(default)]
+    pub latency_ratio: Option<RatioCi>,
+    /// The runs' wall times, other / baseline (not paired; comparable only when both
+    /// ran fresh on an equally loaded machine).
+    #[serde(default)]
+    pub wall_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,7 +146,7 @@ pub fn compare(runs: &[LoadedRun], options: &CompareOptions) -> Comparison {
         .map(|r| {
             (
                 r.summary.accuracy.unwrap_or(0.0),
-                r.summary.output_tokens_mean.unwrap_or(f64::INFINITY),
+                r.summary.cost_tokens_mean.unwrap_or(f64::INFINITY),
             )
         })
         .collect();
@@ -144,6 +160,8 @@ pub fn compare(runs: &[LoadedRun], options: &CompareOptions) -> Comparison {
             accuracy: r.summary.accuracy,
             accuracy_ci95: r.summary.accuracy_ci95,
             output_tokens_mean: r.summary.output_tokens_mean,
+            cost_tokens_mean: r.summary.cost_tokens_mean,
+            wall_s: r.summary.wall_s,
             on_pareto_front: r.summary.n > 0 && front.contains(&i),
         })
         .collect();
@@ -183,14 +201,13 @@ fn pair(baseline: &LoadedRun, other: &LoadedRun, options: &CompareOptions) -> Pa
         .filter(|(b, o)| !b.correct && o.correct)
         .count();
     let fraction = |count: usize| (n > 0).then(|| count as f64 / n as f64);
-    let base_tokens: Vec<f64> = matched
-        .iter()
-        .map(|(b, _)| b.tokens.output as f64)
-        .collect();
-    let other_tokens: Vec<f64> = matched
-        .iter()
-        .map(|(_, o)| o.tokens.output as f64)
-        .collect();
+    let column = |f: &dyn Fn(&Record) -> f64| -> (Vec<f64>, Vec<f64>) {
+        matched.iter().map(|(b, o)| (f(b), f(o))).unzip()
+    };
+    let ratio = |(base, other): (Vec<f64>, Vec<f64>)| {
+        stats::paired_bootstrap_ratio(&base, &other, options.bootstrap_iterations, options.seed)
+    };
+    let (base_tokens, other_tokens) = column(&|r| r.usage.output_tokens as f64);
     PairStat {
         baseline: baseline.label.clone(),
         other: other.label.clone(),
@@ -203,12 +220,11 @@ fn pair(baseline: &LoadedRun, other: &LoadedRun, options: &CompareOptions) -> Pa
         only_baseline_correct: only_baseline,
         only_other_correct: only_other,
         mcnemar_p: stats::mcnemar_exact(only_baseline, only_other),
-        token_ratio: stats::paired_bootstrap_ratio(
-            &base_tokens,
-            &other_tokens,
-            options.bootstrap_iterations,
-            options.seed,
-        ),
+        token_ratio: ratio((base_tokens, other_tokens)),
+        cost_ratio: ratio(column(&|r| r.usage.cost_tokens() as f64)),
+        latency_ratio: ratio(column(&|r| r.latency_s)),
+        wall_ratio: (baseline.summary.wall_s > 0.0 && other.summary.wall_s > 0.0)
+            .then(|| other.summary.wall_s / baseline.summary.wall_s),
     }
 }
 
@@ -216,33 +232,37 @@ impl Comparison {
     /// Markdown tables: runs with the front marked, then pairs against the baseline.
     pub fn to_markdown(&self) -> String {
         let pct = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{:.1}%", 100.0 * v));
-        let mut md = String::from("# Comparison\n\n| run | n | accuracy | 95% CI | mean output tokens | Pareto |\n|---|---|---|---|---|---|\n");
+        let num = |v: Option<f64>| v.map_or("–".to_string(), |t| format!("{t:.1}"));
+        let mut md = String::from("# Comparison\n\n| run | n | accuracy | 95% CI | mean output tokens | mean cost tokens | wall s | Pareto |\n|---|---|---|---|---|---|---|---|\n");
         for r in &self.runs {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | [{:.1}%, {:.1}%] | {} | {} |",
+                "| {} | {} | {} | [{:.1}%, {:.1}%] | {} | {} | {:.0} | {} |",
                 md_cell(&r.label),
                 r.n,
                 pct(r.accuracy),
                 100.0 * r.accuracy_ci95[0],
                 100.0 * r.accuracy_ci95[1],
-                r.output_tokens_mean
-                    .map_or("–".to_string(), |t| format!("{t:.1}")),
+                num(r.output_tokens_mean),
+                num(r.cost_tokens_mean),
+                r.wall_s,
                 if r.on_pareto_front { "★" } else { "" }
             );
         }
         if !self.pairs.is_empty() {
-            md.push_str("\n| vs baseline | paired | Δ accuracy | only baseline / only other right | McNemar p | token ratio [95% CI] |\n|---|---|---|---|---|---|\n");
+            md.push_str("\n| vs baseline | paired | Δ accuracy | only baseline / only other right | McNemar p | cost-token ratio [95% CI] | output-token ratio [95% CI] | latency ratio [95% CI] | wall ratio |\n|---|---|---|---|---|---|---|---|---|\n");
             for p in &self.pairs {
                 let diff = p
                     .accuracy_diff
                     .map_or("–".to_string(), |d| format!("{:+.1} pp", 100.0 * d));
-                let ratio = p.token_ratio.map_or("–".to_string(), |r| {
-                    format!("{:.3} [{:.3}, {:.3}]", r.ratio, r.lo, r.hi)
-                });
+                let ratio = |r: Option<RatioCi>| {
+                    r.map_or("–".to_string(), |r| {
+                        format!("{:.3} [{:.3}, {:.3}]", r.ratio, r.lo, r.hi)
+                    })
+                };
                 let _ = writeln!(
                     md,
-                    "| {} vs {} | {} | {} | {} / {} | {:.4} | {} |",
+                    "| {} vs {} | {} | {} | {} / {} | {:.4} | {} | {} | {} | {} |",
                     md_cell(&p.other),
                     md_cell(&p.baseline),
                     p.n_paired,
@@ -250,7 +270,10 @@ impl Comparison {
                     p.only_baseline_correct,
                     p.only_other_correct,
                     p.mcnemar_p,
-                    ratio
+                    ratio(p.cost_ratio),
+                    ratio(p.token_ratio),
+                    ratio(p.latency_ratio),
+                    p.wall_ratio.map_or("–".to_string(), |w| format!("{w:.3}")),
                 );
             }
         }
@@ -267,7 +290,7 @@ impl Comparison {
                     label: r.label.clone(),
                     accuracy: r.accuracy?,
                     ci95: r.accuracy_ci95,
-                    tokens_mean: r.output_tokens_mean?,
+                    tokens_mean: r.cost_tokens_mean?,
                 })
             })
             .collect()

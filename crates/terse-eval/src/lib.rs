@@ -10,7 +10,7 @@
 //! - [`grade`]: exact-rational answer comparison that never panics;
 //! - [`stats`]: Wilson intervals, McNemar, paired bootstrap, Pareto fronts, eff@k;
 //! - [`record`], [`cache`], [`run`]: crash-safe run directories and the eval loop,
-//!   driven through the small [`run::Answerer`] trait so backends plug in from outside;
+//!   posing each problem as a `terse_reason::CompletionRequest` to any backend;
 //! - [`report`], [`plot`], [`compare`]: summaries, markdown reports, PNG/SVG plots and
 //!   problem-by-problem comparison of runs.
 
@@ -20,6 +20,7 @@ pub mod dataset;
 pub mod extract;
 pub mod grade;
 pub mod plot;
+pub mod probes;
 pub mod record;
 pub mod report;
 pub mod run;
@@ -29,6 +30,6 @@ pub mod synthetic;
 pub use dataset::{LineIssue, Problem};
 pub use extract::{extract, ExtractOptions, Extraction, Rule};
 pub use grade::{grade, grade_text, GradeOptions, GradeResult};
-pub use record::{Record, SamplingParams};
+pub use record::Record;
 pub use report::Summary;
-pub use run::{run_eval, Answerer, Generation, RunConfig};
+pub use run::{run_eval, RunConfig};

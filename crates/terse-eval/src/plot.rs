@@ -1,4 +1,4 @@
-//! Plots as PNG and SVG: accuracy versus mean output tokens (one point per run, with
+//! Plots as PNG and SVG: accuracy versus mean cost tokens (one point per run, with
 //! 95% CI bars and the Pareto front) and the output-token histogram split by
 //! correct/wrong.
 //!
@@ -288,7 +288,7 @@ fn draw_scatter<DB: DrawingBackend>(
         .mul_add(100.0, 5.0)
         .clamp(y_lo + 5.0, 100.0);
     let mut chart = ChartBuilder::on(root)
-        .caption("Accuracy vs output tokens", ("sans-serif", 26).into_font())
+        .caption("Accuracy vs cost tokens", ("sans-serif", 26).into_font())
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(60)
@@ -296,7 +296,7 @@ fn draw_scatter<DB: DrawingBackend>(
         .map_err(text_error)?;
     chart
         .configure_mesh()
-        .x_desc("mean output tokens per answer")
+        .x_desc("mean cost tokens per answer (output + probe + injected)")
         .y_desc("accuracy (%) with 95% CI")
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_label_formatter(&|v| format!("{v:.0}%"))

@@ -8,50 +8,13 @@
 
 use crate::extract::Rule;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use terse_reason::{SamplerConfig, StrategyEvent, Usage};
 
 /// File name of the records inside a run directory.
 pub const RECORDS_FILE: &str = "records.jsonl";
-
-/// Sampling parameters as recorded and as part of the generation cache key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SamplingParams {
-    pub temperature: f64,
-    pub top_p: f64,
-    pub top_k: u32,
-    pub min_p: f64,
-    pub max_tokens: u32,
-    /// Base seed; sample `s` of a problem uses `seed + s`.
-    pub seed: u64,
-    /// Strategy knobs and backend-specific settings (sorted, so keys hash stably).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub extra: BTreeMap<String, Value>,
-}
-
-impl Default for SamplingParams {
-    fn default() -> Self {
-        SamplingParams {
-            temperature: 0.0,
-            top_p: 1.0,
-            top_k: 0,
-            min_p: 0.0,
-            max_tokens: 1024,
-            seed: 0,
-            extra: BTreeMap::new(),
-        }
-    }
-}
-
-/// Token counts by kind; more kinds (reasoning, probe, answer) can be added later.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tokens {
-    pub prompt: u64,
-    pub output: u64,
-}
 
 /// Everything known about one answered problem (one sample of it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,7 +24,10 @@ pub struct Record {
     #[serde(default)]
     pub sample: u32,
     pub prompt: String,
+    /// The answer as returned (the think section apart, in `reasoning`).
     pub output: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
     pub extracted: Option<String>,
     pub rule: Rule,
     pub gold: String,
@@ -69,9 +35,18 @@ pub struct Record {
     pub correct: bool,
     /// Correct and found by a strict rule (strict accuracy).
     pub correct_strict: bool,
-    pub tokens: Tokens,
+    /// Every token the answer cost, by kind.
+    pub usage: Usage,
+    /// Why the answer ended (`eos`, `length`, or the strategy's reason).
+    pub stop_reason: String,
+    /// What the strategy did (probe answers, hints, exits), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<StrategyEvent>,
     pub latency_s: f64,
-    pub params: SamplingParams,
+    pub sampling: SamplerConfig,
+    pub max_tokens: u32,
+    /// The strategy chain (`none`, `loop-guard+early-exit`, …).
+    pub strategy: String,
     /// The seed this generation used.
     pub seed: u64,
     /// True when the generation came from the cache instead of the model.
@@ -230,12 +205,18 @@ pub(crate) mod tests {
             gold: "1".into(),
             correct,
             correct_strict: correct,
-            tokens: Tokens {
-                prompt: 10,
-                output: output_tokens,
+            reasoning: None,
+            usage: Usage {
+                prompt_tokens: 10,
+                output_tokens,
+                ..Usage::default()
             },
+            stop_reason: "eos".into(),
+            events: Vec::new(),
             latency_s: 0.5,
-            params: SamplingParams::default(),
+            sampling: SamplerConfig::greedy(),
+            max_tokens: 1024,
+            strategy: "none".into(),
             seed: 0,
             cached: false,
         }

@@ -62,6 +62,24 @@ pub struct Summary {
     pub prompt_tokens_mean: Option<f64>,
     /// All output tokens spent divided by the number of correct answers.
     pub tokens_per_correct: Option<f64>,
+    /// Everything processed beyond the prompt: decoded + probe + injected tokens.
+    #[serde(default)]
+    pub cost_tokens_total: u64,
+    #[serde(default)]
+    pub cost_tokens_mean: Option<f64>,
+    #[serde(default)]
+    pub probe_tokens_mean: Option<f64>,
+    #[serde(default)]
+    pub injected_tokens_mean: Option<f64>,
+    /// Prompt tokens the prefix cache held, per answer.
+    #[serde(default)]
+    pub prompt_cached_tokens_mean: Option<f64>,
+    /// Cost tokens divided by the number of correct answers.
+    #[serde(default)]
+    pub cost_per_correct: Option<f64>,
+    /// How often each stop reason ended an answer.
+    #[serde(default)]
+    pub stop_reasons: BTreeMap<String, usize>,
     pub latency_mean_s: Option<f64>,
     pub latency_p50_s: Option<f64>,
     pub latency_p90_s: Option<f64>,
@@ -93,15 +111,30 @@ impl Summary {
         for record in records {
             *rules.entry(record.rule.name().to_string()).or_insert(0) += 1;
         }
-        let output: Vec<f64> = records.iter().map(|r| r.tokens.output as f64).collect();
+        let output: Vec<f64> = records
+            .iter()
+            .map(|r| r.usage.output_tokens as f64)
+            .collect();
         let output_correct: Vec<f64> = records
             .iter()
             .filter(|r| r.correct)
-            .map(|r| r.tokens.output as f64)
+            .map(|r| r.usage.output_tokens as f64)
             .collect();
-        let prompt: Vec<f64> = records.iter().map(|r| r.tokens.prompt as f64).collect();
+        let prompt: Vec<f64> = records
+            .iter()
+            .map(|r| r.usage.prompt_tokens as f64)
+            .collect();
         let latency: Vec<f64> = records.iter().map(|r| r.latency_s).collect();
-        let output_tokens_total: u64 = records.iter().map(|r| r.tokens.output).sum();
+        let output_tokens_total: u64 = records.iter().map(|r| r.usage.output_tokens).sum();
+        let per_record = |f: &dyn Fn(&Record) -> u64| -> Vec<f64> {
+            records.iter().map(|r| f(r) as f64).collect()
+        };
+        let cost = per_record(&|r| r.usage.cost_tokens());
+        let cost_tokens_total: u64 = records.iter().map(|r| r.usage.cost_tokens()).sum();
+        let mut stop_reasons = BTreeMap::new();
+        for record in records {
+            *stop_reasons.entry(record.stop_reason.clone()).or_insert(0) += 1;
+        }
         let latency_total: f64 = latency.iter().sum();
         let ratio = |count: usize| (n > 0).then(|| count as f64 / n as f64);
         let (lo, hi) = stats::wilson_ci(correct, n, Z95);
@@ -139,6 +172,13 @@ impl Summary {
             output_tokens_correct_p90: stats::percentile(&output_correct, 90.0),
             prompt_tokens_mean: stats::mean(&prompt),
             tokens_per_correct: (correct > 0).then(|| output_tokens_total as f64 / correct as f64),
+            cost_tokens_total,
+            cost_tokens_mean: stats::mean(&cost),
+            probe_tokens_mean: stats::mean(&per_record(&|r| r.usage.probe_tokens())),
+            injected_tokens_mean: stats::mean(&per_record(&|r| r.usage.injected_tokens)),
+            prompt_cached_tokens_mean: stats::mean(&per_record(&|r| r.usage.prompt_cached_tokens)),
+            cost_per_correct: (correct > 0).then(|| cost_tokens_total as f64 / correct as f64),
+            stop_reasons,
             latency_mean_s: stats::mean(&latency),
             latency_p50_s: stats::median(&latency),
             latency_p90_s: stats::percentile(&latency, 90.0),
@@ -158,7 +198,7 @@ impl Summary {
             label: self.label.clone(),
             accuracy: self.accuracy?,
             ci95: self.accuracy_ci95,
-            tokens_mean: self.output_tokens_mean?,
+            tokens_mean: self.cost_tokens_mean?,
         })
     }
 }
@@ -183,11 +223,11 @@ fn sample_metrics(
             }
             let failure_cost = samples
                 .iter()
-                .map(|r| f64::from(r.params.max_tokens).max(r.tokens.output as f64))
+                .map(|r| f64::from(r.max_tokens).max(r.usage.output_tokens as f64))
                 .fold(0.0, f64::max);
             let points: Vec<(f64, bool)> = samples
                 .iter()
-                .map(|r| (r.tokens.output as f64, r.correct))
+                .map(|r| (r.usage.output_tokens as f64, r.correct))
                 .collect();
             if let Some(e) = stats::eff_at_k_tokens(&points, k, failure_cost) {
                 eff_values.push(e);
@@ -225,7 +265,7 @@ pub fn write_run_outputs(
     write_summary(dir, summary)?;
     let samples: Vec<(f64, bool)> = records
         .iter()
-        .map(|r| (r.tokens.output as f64, r.correct))
+        .map(|r| (r.usage.output_tokens as f64, r.correct))
         .collect();
     plot::token_histogram(&samples, &summary.label, &dir.join(HISTOGRAM_STEM))?;
     if let Some(point) = summary.point() {
@@ -309,7 +349,36 @@ pub fn render_report(summary: &Summary, records: &[Record]) -> String {
             "tokens per correct answer",
             fmt_opt(s.tokens_per_correct, 1),
         ),
-        ("prompt tokens mean", fmt_opt(s.prompt_tokens_mean, 1)),
+        (
+            "cost tokens mean (output + probe + injected)",
+            format!(
+                "{} ({} + {} + {})",
+                fmt_opt(s.cost_tokens_mean, 1),
+                fmt_opt(s.output_tokens_mean, 1),
+                fmt_opt(s.probe_tokens_mean, 1),
+                fmt_opt(s.injected_tokens_mean, 1)
+            ),
+        ),
+        (
+            "cost tokens per correct answer",
+            fmt_opt(s.cost_per_correct, 1),
+        ),
+        (
+            "stop reasons",
+            s.stop_reasons
+                .iter()
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        (
+            "prompt tokens mean (from the prefix cache)",
+            format!(
+                "{} ({})",
+                fmt_opt(s.prompt_tokens_mean, 1),
+                fmt_opt(s.prompt_cached_tokens_mean, 1)
+            ),
+        ),
         (
             "latency mean / p50 / p90 (s)",
             format!(
@@ -366,7 +435,7 @@ pub fn render_report(summary: &Summary, records: &[Record]) -> String {
                 md_cell(&r.gold),
                 md_cell(r.extracted.as_deref().unwrap_or("(none)")),
                 r.rule,
-                r.tokens.output
+                r.usage.output_tokens
             );
         }
     }
@@ -443,7 +512,7 @@ mod tests {
         {
             let mut r = record("p", correct, tokens);
             r.sample = sample as u32;
-            r.params.max_tokens = 1000;
+            r.max_tokens = 1000;
             records.push(r);
         }
         let s = Summary::from_records("k", &records, 1.0);

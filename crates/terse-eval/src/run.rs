@@ -1,8 +1,8 @@
-//! The eval loop: pose problems to an [`Answerer`], score, record, summarise.
+//! The eval loop: pose problems to a [`Backend`], score, record, summarise.
 //!
-//! The runner knows nothing of engines: anything that turns chat messages into text
-//! implements [`Answerer`] (the local engine, a remote OpenAI-compatible server, a test
-//! double). A run directory holds `config.json` (what was run), `records.jsonl` (one
+//! The runner knows nothing of engines: each problem becomes one
+//! [`CompletionRequest`] (the prompt, the sampling, the strategy) for any backend (the
+//! local engine, a remote OpenAI-compatible server, a test double). A run directory holds `config.json` (what was run), `records.jsonl` (one
 //! line per finished problem, flushed immediately), `summary.json`, `report.md` and
 //! the plots. Work is never lost: finished (id, sample) pairs are skipped on resume,
 //! and every generation goes through the content-addressed [`GenerationCache`] when
@@ -15,7 +15,7 @@ use crate::cache::{cache_key, CacheError, GenerationCache};
 use crate::dataset::Problem;
 use crate::extract::ExtractOptions;
 use crate::grade::{grade_text, GradeOptions};
-use crate::record::{Record, RecordError, RunWriter, SamplingParams, Tokens};
+use crate::record::{Record, RecordError, RunWriter};
 use crate::report::{self, ReportError, Summary};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -24,51 +24,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
+use terse_reason::{
+    Backend, BackendError, ChatMessage, CompletionRequest, SamplerConfig, StrategySpec,
+};
 
 /// File name of the run configuration inside a run directory.
 pub const CONFIG_FILE: &str = "config.json";
-
-/// One chat message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Message {
-    pub role: String,
-    pub content: String,
-}
-
-/// What a model produced for one request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Generation {
-    pub text: String,
-    pub prompt_tokens: u64,
-    pub output_tokens: u64,
-    pub latency_s: f64,
-}
-
-/// Errors of an [`Answerer`]; backends bring their own error types.
-pub type AnswerError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// One generation request.
-#[derive(Debug, Clone, Copy)]
-pub struct AnswerRequest<'a> {
-    pub messages: &'a [Message],
-    /// The prompt as rendered by [`Answerer::render`].
-    pub prompt: &'a str,
-    pub params: &'a SamplingParams,
-    pub seed: u64,
-}
-
-/// Something that answers a prompt: the seam between eval and the backends. Calls
-/// come from several threads at once when a run's concurrency is above one.
-pub trait Answerer: Send + Sync {
-    /// Identity of the model (for example the sha256 of its GGUF file); part of the
-    /// cache key, so different weights never share cached generations.
-    fn model_fingerprint(&self) -> String;
-    /// The exact prompt text the model will see for these messages (the chat template
-    /// applied); part of the cache key and of each record.
-    fn render(&self, messages: &[Message]) -> Result<String, AnswerError>;
-    /// Generates an answer.
-    fn answer(&self, request: &AnswerRequest<'_>) -> Result<Generation, AnswerError>;
-}
 
 /// How a problem becomes chat messages; `{question}` in `user` is replaced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,18 +49,15 @@ impl Default for PromptTemplate {
 }
 
 impl PromptTemplate {
-    pub fn messages(&self, question: &str) -> Vec<Message> {
+    pub fn messages(&self, question: &str) -> Vec<ChatMessage> {
         let mut messages = Vec::with_capacity(2);
         if let Some(system) = &self.system {
-            messages.push(Message {
-                role: "system".into(),
-                content: system.clone(),
-            });
+            messages.push(ChatMessage::new("system", system.clone()));
         }
-        messages.push(Message {
-            role: "user".into(),
-            content: self.user.replace("{question}", question),
-        });
+        messages.push(ChatMessage::new(
+            "user",
+            self.user.replace("{question}", question),
+        ));
         messages
     }
 }
@@ -110,7 +68,13 @@ pub struct RunConfig {
     /// Name of the run in reports and comparisons.
     pub label: String,
     pub prompt: PromptTemplate,
-    pub params: SamplingParams,
+    /// The sampler; sample `s` of a problem uses seed `sampling.seed + s`.
+    pub sampling: SamplerConfig,
+    /// Most tokens decoded per answer.
+    pub max_tokens: u32,
+    /// How each answer is steered (`none`: plain decoding).
+    #[serde(default)]
+    pub strategy: StrategySpec,
     /// Samples drawn per problem (≥ 1); more than one enables pass@k and eff@k.
     pub samples_per_problem: u32,
     pub extract: ExtractOptions,
@@ -132,7 +96,9 @@ impl Default for RunConfig {
         RunConfig {
             label: "run".into(),
             prompt: PromptTemplate::default(),
-            params: SamplingParams::default(),
+            sampling: SamplerConfig::greedy(),
+            max_tokens: 1024,
+            strategy: StrategySpec::none(),
             samples_per_problem: 1,
             extract: ExtractOptions::default(),
             grade: GradeOptions::default(),
@@ -177,11 +143,11 @@ pub enum RunError {
     ConfigMismatch { path: PathBuf, what: String },
     #[error("cannot read or write {path}: {reason}")]
     Config { path: PathBuf, reason: String },
-    #[error("the answerer failed on problem '{id}' sample {sample}: {source}")]
+    #[error("the backend failed on problem '{id}' sample {sample}: {source}")]
     Answer {
         id: String,
         sample: u32,
-        source: AnswerError,
+        source: Box<BackendError>,
     },
     #[error(transparent)]
     Record(#[from] RecordError),
@@ -191,11 +157,11 @@ pub enum RunError {
     Report(#[from] ReportError),
 }
 
-/// Runs `problems` through `answerer` into `run_dir` and returns the summary of all
+/// Runs `problems` through `backend` into `run_dir` and returns the summary of all
 /// records in the directory (earlier sessions included).
 pub fn run_eval(
     problems: &[Problem],
-    answerer: &dyn Answerer,
+    backend: &dyn Backend,
     config: &RunConfig,
     run_dir: &Path,
     progress: Progress,
@@ -206,7 +172,7 @@ pub fn run_eval(
         source,
     })?;
     let manifest = RunManifest {
-        model: answerer.model_fingerprint(),
+        model: backend.fingerprint(),
         config: config.clone(),
     };
     let (mut writer, existing) = RunWriter::open(run_dir)?;
@@ -264,7 +230,7 @@ pub fn run_eval(
                     else {
                         break;
                     };
-                    let record = answer_one(problem, sample, answerer, config, model, cache);
+                    let record = answer_one(problem, sample, backend, config, model, cache);
                     if record.is_err() {
                         // Stop taking jobs at once, before the writer sees the error.
                         stop.store(true, Ordering::Relaxed);
@@ -311,7 +277,7 @@ pub fn run_eval(
 fn answer_one(
     problem: &Problem,
     sample: u32,
-    answerer: &dyn Answerer,
+    backend: &dyn Backend,
     config: &RunConfig,
     model: &str,
     cache: Option<&GenerationCache>,
@@ -319,52 +285,58 @@ fn answer_one(
     let answer_error = |source| RunError::Answer {
         id: problem.id.clone(),
         sample,
-        source,
+        source: Box::new(source),
     };
-    let messages = config.prompt.messages(&problem.question);
-    let prompt = answerer.render(&messages).map_err(answer_error)?;
-    let seed = config.params.seed.wrapping_add(u64::from(sample));
-    let key = cache_key(model, &prompt, &config.params, seed, sample);
+    let seed = config.sampling.seed.wrapping_add(u64::from(sample));
+    let request = CompletionRequest {
+        strategy: config.strategy.clone(),
+        ..CompletionRequest::chat(
+            config.prompt.messages(&problem.question),
+            SamplerConfig {
+                seed,
+                ..config.sampling.clone()
+            },
+            config.max_tokens as usize,
+        )
+    };
+    let prompt = backend.render(&request).map_err(answer_error)?;
+    let key = cache_key(model, &prompt, &request, sample);
     let cached = cache.and_then(|c| c.get(&key));
     let from_cache = cached.is_some();
-    let generation = match cached {
-        Some(generation) => generation,
+    let completion = match cached {
+        Some(completion) => completion,
         None => {
-            let request = AnswerRequest {
-                messages: &messages,
-                prompt: &prompt,
-                params: &config.params,
-                seed,
-            };
-            let generation = answerer.answer(&request).map_err(answer_error)?;
+            let completion = backend.complete(&request).map_err(answer_error)?;
             if let Some(cache) = cache {
-                cache.put(&key, &generation)?;
+                cache.put(&key, &completion)?;
             }
-            generation
+            completion
         }
     };
-    let graded = grade_text(
-        &generation.text,
-        &problem.gold,
-        &config.extract,
-        &config.grade,
-    );
+    // An answer cut off inside its think section is graded on what it thought.
+    let graded_text = match (&completion.reasoning, completion.text.trim().is_empty()) {
+        (Some(reasoning), true) => reasoning.as_str(),
+        _ => completion.text.as_str(),
+    };
+    let graded = grade_text(graded_text, &problem.gold, &config.extract, &config.grade);
     Ok(Record {
         id: problem.id.clone(),
         sample,
         prompt,
-        output: generation.text,
+        output: completion.text,
+        reasoning: completion.reasoning,
         correct_strict: graded.correct && graded.rule.is_strict(),
         extracted: graded.extracted,
         rule: graded.rule,
         gold: problem.gold.clone(),
         correct: graded.correct,
-        tokens: Tokens {
-            prompt: generation.prompt_tokens,
-            output: generation.output_tokens,
-        },
-        latency_s: generation.latency_s,
-        params: config.params.clone(),
+        usage: completion.usage,
+        stop_reason: completion.stop_reason,
+        events: completion.events,
+        latency_s: completion.latency_s,
+        sampling: request.sampling,
+        max_tokens: config.max_tokens,
+        strategy: config.strategy.to_string(),
         seed,
         cached: from_cache,
     })
@@ -398,8 +370,10 @@ fn manifest_difference(stored: &RunManifest, current: &RunManifest) -> Option<St
         Some(format!("model '{}' vs '{}'", stored.model, current.model))
     } else if a.prompt != b.prompt {
         Some("prompt template".into())
-    } else if a.params != b.params {
+    } else if a.sampling != b.sampling || a.max_tokens != b.max_tokens {
         Some("sampling parameters".into())
+    } else if a.strategy != b.strategy {
+        Some(format!("strategy '{}' vs '{}'", a.strategy, b.strategy))
     } else if a.samples_per_problem != b.samples_per_problem {
         Some("samples per problem".into())
     } else if a.extract != b.extract {
@@ -433,24 +407,31 @@ struct LiveStats {
     n: u64,
     correct: u64,
     output_tokens: u64,
+    cost_tokens: u64,
 }
 
 impl LiveStats {
     fn add(&mut self, record: &Record) {
         self.n += 1;
         self.correct += u64::from(record.correct);
-        self.output_tokens += record.tokens.output;
+        self.output_tokens += record.usage.output_tokens;
+        self.cost_tokens += record.usage.cost_tokens();
     }
 
     fn message(&self) -> String {
         if self.n == 0 {
             return String::new();
         }
-        format!(
+        let n = self.n as f64;
+        let mut message = format!(
             "acc {:.1}% · {:.0} tok/answer",
-            100.0 * self.correct as f64 / self.n as f64,
-            self.output_tokens as f64 / self.n as f64
-        )
+            100.0 * self.correct as f64 / n,
+            self.output_tokens as f64 / n
+        );
+        if self.cost_tokens != self.output_tokens {
+            message.push_str(&format!(" · {:.0} cost", self.cost_tokens as f64 / n));
+        }
+        message
     }
 }
 
@@ -482,7 +463,7 @@ mod tests {
         relabeled.config.label = "other".into();
         assert_eq!(manifest_difference(&base, &relabeled), None);
         let mut hotter = base.clone();
-        hotter.config.params.temperature = 0.8;
+        hotter.config.sampling.temperature = 0.8;
         assert_eq!(
             manifest_difference(&base, &hotter).as_deref(),
             Some("sampling parameters")

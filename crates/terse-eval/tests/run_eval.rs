@@ -2,7 +2,7 @@
 //! generation cache, summaries and the files of a run directory.
 //!
 //! `ScriptedAnswerer` is a test double for a model backend (a legitimate stand-in:
-//! the runner's contract is the `Answerer` trait, not any particular engine). It
+//! the runner's contract is the `Backend` trait, not any particular engine). It
 //! answers from a script keyed by question, counts its calls, and can be told to
 //! fail on one question to simulate a crash mid-run.
 
@@ -12,9 +12,9 @@ use std::sync::Mutex;
 use terse_eval::dataset::Problem;
 use terse_eval::extract::Rule;
 use terse_eval::record::{read_records, RECORDS_FILE};
-use terse_eval::run::{
-    run_eval, AnswerError, AnswerRequest, Answerer, Generation, Message, Progress, PromptTemplate,
-    RunConfig, RunError,
+use terse_eval::run::{run_eval, Progress, PromptTemplate, RunConfig, RunError};
+use terse_reason::{
+    Backend, BackendError, Capabilities, Completion, CompletionRequest, Finish, Prompt, Sink, Usage,
 };
 
 struct ScriptedAnswerer {
@@ -56,38 +56,64 @@ impl ScriptedAnswerer {
     }
 }
 
-impl Answerer for ScriptedAnswerer {
-    fn model_fingerprint(&self) -> String {
+fn messages(request: &CompletionRequest) -> &[terse_reason::ChatMessage] {
+    match &request.prompt {
+        Prompt::Chat(messages) => messages,
+        Prompt::Text(_) => &[],
+    }
+}
+
+impl Backend for ScriptedAnswerer {
+    fn fingerprint(&self) -> String {
         "scripted-v1".into()
     }
 
-    fn render(&self, messages: &[Message]) -> Result<String, AnswerError> {
-        Ok(messages
+    fn render(&self, request: &CompletionRequest) -> Result<String, BackendError> {
+        Ok(messages(request)
             .iter()
             .map(|m| format!("<{}>{}", m.role, m.content))
             .collect())
     }
 
-    fn answer(&self, request: &AnswerRequest<'_>) -> Result<Generation, AnswerError> {
-        let question = request
-            .messages
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            logits: false,
+            hidden_states: false,
+            logprobs: false,
+        }
+    }
+
+    fn complete_streaming(
+        &self,
+        request: &CompletionRequest,
+        _sink: Sink<'_>,
+    ) -> Result<Completion, BackendError> {
+        let question = messages(request)
             .last()
             .map(|m| m.content.clone())
             .unwrap_or_default();
         if self.fail_on.as_deref() == Some(question.as_str()) {
-            return Err("simulated backend crash".into());
+            return Err(BackendError::Generation("simulated backend crash".into()));
         }
         self.calls.lock().unwrap().push(question.clone());
         let (text, tokens) = self
             .script
             .get(&question)
             .cloned()
-            .ok_or("question not in script")?;
-        Ok(Generation {
+            .ok_or(BackendError::Generation("question not in script".into()))?;
+        Ok(Completion {
             text,
-            prompt_tokens: 20,
-            output_tokens: tokens,
+            reasoning: None,
+            usage: Usage {
+                prompt_tokens: 20,
+                output_tokens: tokens,
+                ..Usage::default()
+            },
+            finish: Finish::Stop,
+            stop_reason: "eos".into(),
+            events: Vec::new(),
             latency_s: 0.5,
+            logprobs: Vec::new(),
         })
     }
 }
@@ -173,7 +199,7 @@ fn full_run_writes_records_summary_report_and_plots() {
     assert_eq!(records[2].extracted.as_deref(), Some("99999"));
     assert!(!records[2].correct);
     assert_eq!(records[3].extracted, None);
-    assert_eq!(records[3].tokens.prompt, 20);
+    assert_eq!(records[3].usage.prompt_tokens, 20);
 
     for file in [
         "config.json",
@@ -333,7 +359,7 @@ fn existing_run_needs_resume_and_a_matching_config() {
 
     let mut changed = config();
     changed.resume = true;
-    changed.params.temperature = 0.7;
+    changed.sampling.temperature = 0.7;
     let err = run_eval(&problems, &answerer, &changed, dir.path(), Progress::Hidden).unwrap_err();
     assert!(matches!(err, RunError::ConfigMismatch { .. }), "{err}");
     assert!(err.to_string().contains("sampling parameters"));
@@ -346,7 +372,7 @@ fn several_samples_per_problem_use_distinct_seeds_and_report_pass_at_k() {
     let answerer = ScriptedAnswerer::new(&problems);
     let mut config = config();
     config.samples_per_problem = 3;
-    config.params.seed = 40;
+    config.sampling.seed = 40;
     let summary = run_eval(&problems, &answerer, &config, dir.path(), Progress::Hidden).unwrap();
     assert_eq!(summary.n, 12);
     assert_eq!(summary.samples_per_problem, 3);

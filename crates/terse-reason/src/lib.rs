@@ -1,55 +1,199 @@
-//! The seam between what asks for text and what produces it: a [`Backend`] turns chat
-//! messages into a completion with token counts, on the local engine ([`LocalBackend`])
-//! or on any OpenAI-compatible server ([`OpenAiBackend`]: llama.cpp's server, vLLM,
-//! SGLang). Reasoning controllers build on this trait.
+//! Reasoning controllers and the backends they drive.
+//!
+//! One request type ([`CompletionRequest`]) and one result type ([`Completion`]) flow
+//! from the command line, the server and the eval harness through here to an engine.
+//! A [`Backend`] runs a request: the local engine ([`LocalBackend`], where strategies
+//! steer every token through the engine's steering seam) or any OpenAI-compatible
+//! server ([`OpenAiBackend`]: llama.cpp's server, vLLM, SGLang, where the same
+//! strategies run over streamed text). The strategies live in [`strategy`].
 
 mod local;
 mod openai;
+pub mod strategy;
 
 pub use local::LocalBackend;
 pub use openai::OpenAiBackend;
-pub use terse_engine::ChatMessage;
+pub use strategy::{StrategyError, StrategySpec};
+pub use terse_engine::{ChatMessage, SamplerConfig};
 
-use std::time::Duration;
+use serde::{Deserialize, Serialize};
 
-/// Sampling knobs every backend understands.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sampling {
-    pub max_tokens: usize,
-    /// 0 = greedy.
-    pub temperature: f32,
-    /// 0 = off.
-    pub top_k: usize,
-    /// 1.0 = off.
-    pub top_p: f32,
-    /// 0.0 = off.
-    pub min_p: f32,
-    pub seed: u64,
+/// What the model is asked to continue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prompt {
+    /// A conversation, rendered with the model's chat template.
+    Chat(Vec<ChatMessage>),
+    /// Raw text, continued as is (special-token text is parsed).
+    Text(String),
 }
 
-/// Why a completion ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One request, as every caller sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionRequest {
+    pub prompt: Prompt,
+    pub sampling: SamplerConfig,
+    /// Most tokens decoded on the answer's sequence.
+    pub max_tokens: usize,
+    /// The answer ends before the first of these strings (which is not returned).
+    #[serde(default)]
+    pub stop: Vec<String>,
+    #[serde(default)]
+    pub strategy: StrategySpec,
+    /// Return each output token's log-probability.
+    #[serde(default)]
+    pub logprobs: bool,
+    /// With `logprobs`, this many most likely alternatives per token.
+    #[serde(default)]
+    pub top_logprobs: usize,
+}
+
+impl CompletionRequest {
+    /// A chat request with the plain (unsteered) strategy.
+    pub fn chat(messages: Vec<ChatMessage>, sampling: SamplerConfig, max_tokens: usize) -> Self {
+        CompletionRequest {
+            prompt: Prompt::Chat(messages),
+            sampling,
+            max_tokens,
+            stop: Vec::new(),
+            strategy: StrategySpec::default(),
+            logprobs: false,
+            top_logprobs: 0,
+        }
+    }
+}
+
+/// Why a completion ended, in OpenAI's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Finish {
-    /// The model ended its answer.
+    /// The model (or a strategy, or a stop string) ended the answer.
     Stop,
-    /// `max_tokens` was reached.
+    /// `max_tokens` (or the context) was reached.
     Length,
 }
 
-/// What a backend produced for one request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Completion {
-    pub text: String,
+/// Every token a completion cost, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens (strategy-added exemplars included).
     pub prompt_tokens: u64,
+    /// Of those, how many the prefix cache held (not computed).
+    #[serde(default)]
+    pub prompt_cached_tokens: u64,
+    /// Tokens decoded on the answer's sequence.
     pub output_tokens: u64,
-    pub latency: Duration,
+    /// Of those, before the end of reasoning (`</think>`, or the answer cue).
+    #[serde(default)]
+    pub reasoning_tokens: u64,
+    /// Of those, after it.
+    #[serde(default)]
+    pub answer_tokens: u64,
+    /// Probes forked.
+    #[serde(default)]
+    pub probes: u64,
+    /// Probe text tokens prefilled.
+    #[serde(default)]
+    pub probe_prefill_tokens: u64,
+    /// Tokens the probes decoded.
+    #[serde(default)]
+    pub probe_decoded_tokens: u64,
+    /// Tokens a strategy injected (hints, "Wait", answer cues) and the engine prefilled.
+    #[serde(default)]
+    pub injected_tokens: u64,
+}
+
+impl Usage {
+    pub fn probe_tokens(&self) -> u64 {
+        self.probe_prefill_tokens + self.probe_decoded_tokens
+    }
+
+    /// Everything the engine processed beyond the original prompt: decoded, probe and
+    /// injected tokens. Savings are stated on this, never on output tokens alone.
+    pub fn cost_tokens(&self) -> u64 {
+        self.output_tokens + self.probe_tokens() + self.injected_tokens
+    }
+}
+
+/// Something a strategy did or saw, kept with the completion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StrategyEvent {
+    /// The strategy that recorded it.
+    pub strategy: String,
+    /// What happened: `probe`, `inject`, `exit`, `loop`, `budget`, …
+    pub kind: String,
+    /// Output tokens decoded when it happened.
+    pub at_token: u64,
+    /// The probe's answer, the injected text, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The probe answer's mean token log-probability, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprob: Option<f32>,
+    /// A probe's tokens: prefilled and decoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_tokens: Option<[u64; 2]>,
+}
+
+/// The log-probability of one output token, with its alternatives when asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    pub text: String,
+    pub logprob: f32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top: Vec<(String, f32)>,
+}
+
+/// What a backend produced for one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    /// The answer as the user sees it (hidden hints removed, the think section
+    /// included when the model wrote one).
+    pub text: String,
+    /// The think section's content, when the model wrote one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    pub usage: Usage,
     pub finish: Finish,
+    /// Why it ended: `eos`, `length`, `stop`, or the strategy's reason (`budget`,
+    /// `early-exit`, `loop`, …).
+    pub stop_reason: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<StrategyEvent>,
+    pub latency_s: f64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<TokenLogprob>,
+}
+
+/// Which part of the answer a streamed piece belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PieceKind {
+    /// Inside the think section.
+    Reasoning,
+    /// The answer proper (everything, on a model without a think section).
+    Content,
+}
+
+/// Receives the visible text of a completion as it is decoded.
+pub type Sink<'a> = &'a mut (dyn FnMut(PieceKind, &str) + Send);
+
+/// What a backend can give the strategies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Logits before sampling (to boost or forbid tokens).
+    pub logits: bool,
+    /// The final hidden state of the prompt.
+    pub hidden_states: bool,
+    /// Per-token log-probabilities and entropies.
+    pub logprobs: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error(transparent)]
     Engine(#[from] terse_engine::EngineError),
+    #[error(transparent)]
+    Strategy(#[from] StrategyError),
     #[error("cannot hash model file {path}: {source}")]
     Fingerprint {
         path: std::path::PathBuf,
@@ -67,19 +211,28 @@ pub enum BackendError {
     Generation(String),
 }
 
-/// Something that completes chat conversations.
+/// Something that completes requests.
 pub trait Backend: Send + Sync {
     /// Identity of the model behind the backend (sha256 of the GGUF file locally; the
     /// server URL and model name remotely); part of every cache key.
     fn fingerprint(&self) -> String;
 
-    /// The prompt exactly as the model will see it. A remote server renders its own
-    /// template, so it returns a canonical JSON of the messages instead.
-    fn render(&self, messages: &[ChatMessage]) -> Result<String, BackendError>;
+    /// The prompt text exactly as the model will see it for this request (the chat
+    /// template applied, strategy prompt stages included). A remote server that
+    /// renders its own template gives a canonical JSON of the messages instead.
+    fn render(&self, request: &CompletionRequest) -> Result<String, BackendError>;
 
-    fn complete(
+    fn capabilities(&self) -> Capabilities;
+
+    /// Runs the request, handing each piece of visible text to `sink` as it is decoded.
+    fn complete_streaming(
         &self,
-        messages: &[ChatMessage],
-        sampling: &Sampling,
+        request: &CompletionRequest,
+        sink: Sink<'_>,
     ) -> Result<Completion, BackendError>;
+
+    /// Runs the request to the end.
+    fn complete(&self, request: &CompletionRequest) -> Result<Completion, BackendError> {
+        self.complete_streaming(request, &mut |_, _| {})
+    }
 }

@@ -1,10 +1,18 @@
 //! The local engine as a backend.
 //!
-//! The engine runs on its own thread behind a [`BatchScheduler`]: concurrent
-//! `complete` calls (from several eval workers, or server connections) become
-//! requests of one continuous batch, so they share every forward pass.
+//! The engine runs on its own thread behind a [`BatchScheduler`]: concurrent requests
+//! (from several eval workers, or server connections) share every forward pass. Each
+//! request carries a [`Runner`] as its steering object, so strategies see and steer
+//! every token; the runner streams the visible text back to the caller's thread while
+//! the batch runs, and comes back with the generation to make the completion. A
+//! caller that stops listening (a closed connection) ends its request at the next
+//! token, freeing its sequence and probes.
 
-use crate::{Backend, BackendError, ChatMessage, Completion, Finish, Sampling};
+use crate::strategy::{Runner, TokenIds};
+use crate::{
+    Backend, BackendError, Capabilities, Completion, CompletionRequest, Finish, PieceKind, Prompt,
+    Sink, Usage,
+};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::sync::mpsc;
@@ -13,18 +21,41 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 use terse_engine::{
     BatchScheduler, ChatTemplate, Engine, EngineError, Generation, GenerationRequest, RequestId,
-    Sampler, SamplerConfig, StopReason, Tokenizer,
+    Sampler, Tokenizer,
 };
 
-type Reply = mpsc::Sender<Result<Generation, String>>;
+/// What the driver thread sends back for one request.
+enum Reply {
+    Piece(PieceKind, String),
+    Done(Result<Generation, String>),
+}
+
+struct Job {
+    request: GenerationRequest,
+    reply: mpsc::Sender<Reply>,
+}
+
+/// Counters of the engine behind a [`LocalBackend`], for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineLoad {
+    pub running: usize,
+    pub waiting: usize,
+    pub live_probes: usize,
+    /// KV cache blocks in use and in all.
+    pub kv_blocks_used: usize,
+    pub kv_blocks_total: usize,
+}
 
 pub struct LocalBackend {
     /// `None` only while dropping.
-    jobs: Option<mpsc::Sender<(GenerationRequest, Reply)>>,
+    jobs: Option<mpsc::Sender<Job>>,
     driver: Option<JoinHandle<()>>,
+    load: Arc<std::sync::Mutex<EngineLoad>>,
     tokenizer: Arc<Tokenizer>,
     template: ChatTemplate,
+    ids: TokenIds,
     fingerprint: String,
+    ctx_size: usize,
 }
 
 impl LocalBackend {
@@ -40,18 +71,74 @@ impl LocalBackend {
             Err(e) => return Err(BackendError::Engine(EngineError::Template(e))),
         };
         let tokenizer = engine.tokenizer().clone();
+        let ids = TokenIds::from_tokenizer(&tokenizer);
+        let ctx_size = engine.ctx_size();
+        let load = Arc::new(std::sync::Mutex::new(EngineLoad::default()));
         let (jobs, inbox) = mpsc::channel();
+        let driver_load = load.clone();
         let driver = std::thread::Builder::new()
             .name("terse-engine".into())
-            .spawn(move || drive(engine, inbox, max_sequences))
+            .spawn(move || drive(engine, inbox, max_sequences, driver_load))
             .map_err(|e| BackendError::Driver(e.to_string()))?;
         Ok(LocalBackend {
             jobs: Some(jobs),
             driver: Some(driver),
+            load,
             tokenizer,
             template,
+            ids,
             fingerprint: format!("sha256:{fingerprint}"),
+            ctx_size,
         })
+    }
+
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.tokenizer
+    }
+
+    pub fn ctx_size(&self) -> usize {
+        self.ctx_size
+    }
+
+    /// What the engine is doing now.
+    pub fn load(&self) -> EngineLoad {
+        self.load.lock().map(|l| *l).unwrap_or_default()
+    }
+
+    /// The prompt tokens of `request` and, of those, how many the strategy added
+    /// after the rendered prompt (a hidden opening hint).
+    pub fn prompt_tokens(
+        &self,
+        request: &CompletionRequest,
+        runner: &Runner,
+    ) -> Result<(Vec<u32>, usize), BackendError> {
+        let (text, add_bos) = match &request.prompt {
+            Prompt::Chat(_) => (self.render_prompt(request)?, false),
+            Prompt::Text(text) => (text.clone(), true),
+        };
+        let base = self.tokenizer.encode(&text, add_bos, true);
+        let prefix = runner.assistant_prefix();
+        if prefix.is_empty() {
+            return Ok((base, 0));
+        }
+        let full = self
+            .tokenizer
+            .encode(&format!("{text}{prefix}"), add_bos, true);
+        let added = full.len().saturating_sub(base.len());
+        Ok((full, added))
+    }
+
+    fn render_prompt(&self, request: &CompletionRequest) -> Result<String, BackendError> {
+        match &request.prompt {
+            Prompt::Chat(messages) => {
+                let messages = request.strategy.prepare_messages(messages);
+                Ok(self
+                    .template
+                    .render(&messages, true)
+                    .map_err(EngineError::Template)?)
+            }
+            Prompt::Text(text) => Ok(text.clone()),
+        }
     }
 }
 
@@ -69,20 +156,30 @@ impl Drop for LocalBackend {
 /// every backend handle is gone.
 fn drive(
     mut engine: Engine,
-    inbox: mpsc::Receiver<(GenerationRequest, Reply)>,
+    inbox: mpsc::Receiver<Job>,
     max_sequences: usize,
+    load: Arc<std::sync::Mutex<EngineLoad>>,
 ) {
     let mut scheduler = BatchScheduler::new(max_sequences);
-    let mut replies: Vec<(RequestId, Reply)> = Vec::new();
+    let mut replies: Vec<(RequestId, mpsc::Sender<Reply>)> = Vec::new();
+    let total_blocks =
+        engine.kv_cache().shape().capacity_tokens / terse_engine::kv_cache::BLOCK_TOKENS;
     loop {
         if scheduler.is_idle() {
+            if let Ok(mut l) = load.lock() {
+                *l = EngineLoad {
+                    kv_blocks_used: total_blocks - engine.kv_cache().free_block_count(),
+                    kv_blocks_total: total_blocks,
+                    ..EngineLoad::default()
+                };
+            }
             match inbox.recv() {
-                Ok((request, reply)) => replies.push((scheduler.submit(request), reply)),
+                Ok(job) => replies.push((scheduler.submit(job.request), job.reply)),
                 Err(mpsc::RecvError) => return,
             }
         }
-        while let Ok((request, reply)) = inbox.try_recv() {
-            replies.push((scheduler.submit(request), reply));
+        while let Ok(job) = inbox.try_recv() {
+            replies.push((scheduler.submit(job.request), job.reply));
         }
         match scheduler.step(&mut engine) {
             Ok(finished) => {
@@ -90,7 +187,7 @@ fn drive(
                     if let Some(i) = replies.iter().position(|(r, _)| *r == id) {
                         let (_, reply) = replies.swap_remove(i);
                         // A caller that gave up waiting is not an error of the batch.
-                        let _ = reply.send(result.map_err(|e| e.to_string()));
+                        let _ = reply.send(Reply::Done(result.map_err(|e| e.to_string())));
                     }
                 }
             }
@@ -98,10 +195,19 @@ fn drive(
                 // The scheduler freed its running requests; fail them and keep serving.
                 let message = err.to_string();
                 for (_, reply) in replies.drain(..) {
-                    let _ = reply.send(Err(message.clone()));
+                    let _ = reply.send(Reply::Done(Err(message.clone())));
                 }
                 scheduler = BatchScheduler::new(max_sequences);
             }
+        }
+        if let Ok(mut l) = load.lock() {
+            *l = EngineLoad {
+                running: scheduler.running(),
+                waiting: scheduler.waiting(),
+                live_probes: scheduler.live_probes(),
+                kv_blocks_used: total_blocks - engine.kv_cache().free_block_count(),
+                kv_blocks_total: total_blocks,
+            };
         }
     }
 }
@@ -129,58 +235,120 @@ impl Backend for LocalBackend {
         self.fingerprint.clone()
     }
 
-    fn render(&self, messages: &[ChatMessage]) -> Result<String, BackendError> {
-        Ok(self
-            .template
-            .render(messages, true)
-            .map_err(EngineError::Template)?)
+    fn render(&self, request: &CompletionRequest) -> Result<String, BackendError> {
+        let rendered = self.render_prompt(request)?;
+        let runner = Runner::new(&request.strategy, &rendered, None, None);
+        Ok(format!("{rendered}{}", runner.assistant_prefix()))
     }
 
-    fn complete(
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            logits: true,
+            hidden_states: true,
+            logprobs: true,
+        }
+    }
+
+    fn complete_streaming(
         &self,
-        messages: &[ChatMessage],
-        sampling: &Sampling,
+        request: &CompletionRequest,
+        sink: Sink<'_>,
     ) -> Result<Completion, BackendError> {
-        let prompt = self.render(messages)?;
-        let tokens = self.tokenizer.encode(&prompt, false, true);
-        let sampler = Sampler::new(SamplerConfig {
-            temperature: sampling.temperature,
-            top_k: sampling.top_k,
-            top_p: sampling.top_p,
-            min_p: sampling.min_p,
-            seed: sampling.seed,
-            ..SamplerConfig::default()
-        });
         let start = Instant::now();
+        let rendered = self.render_prompt(request)?;
         let (reply, answer) = mpsc::channel();
-        let request = GenerationRequest {
-            prompt: tokens.clone(),
-            sampler,
-            max_tokens: sampling.max_tokens,
+        let pieces = reply.clone();
+        let mut runner = Runner::new(
+            &request.strategy,
+            &rendered,
+            Some(self.ids.clone()),
+            Some(self.tokenizer.clone()),
+        )
+        .with_stop_strings(&request.stop)
+        .with_sink(Box::new(move |kind, text| {
+            pieces.send(Reply::Piece(kind, text.to_string())).is_ok()
+        }));
+        if request.logprobs {
+            runner = runner.with_logprobs(request.top_logprobs);
+        }
+        let (tokens, prefix_tokens) = self.prompt_tokens(request, &runner)?;
+        let prompt_len = tokens.len();
+        let generation_request = GenerationRequest {
+            steering: Some(Box::new(runner)),
+            ..GenerationRequest::new(
+                tokens,
+                Sampler::new(request.sampling.clone()),
+                request.max_tokens,
+            )
         };
         let jobs = self.jobs.as_ref().ok_or(BackendError::DriverStopped)?;
-        jobs.send((request, reply))
-            .map_err(|_| BackendError::DriverStopped)?;
-        let generation = answer
-            .recv()
-            .map_err(|_| BackendError::DriverStopped)?
-            .map_err(BackendError::Generation)?;
-        // The end-of-generation token is counted (it was generated) but not shown.
-        let shown: Vec<u32> = generation
-            .tokens
-            .iter()
-            .copied()
-            .filter(|&t| !self.tokenizer.is_eog(t))
-            .collect();
+        jobs.send(Job {
+            request: generation_request,
+            reply,
+        })
+        .map_err(|_| BackendError::DriverStopped)?;
+        let generation = loop {
+            match answer.recv().map_err(|_| BackendError::DriverStopped)? {
+                Reply::Piece(kind, text) => sink(kind, &text),
+                Reply::Done(result) => break result.map_err(BackendError::Generation)?,
+            }
+        };
+        let runner = match generation.steering {
+            Some(steering) => (steering as Box<dyn std::any::Any>)
+                .downcast::<Runner>()
+                .ok(),
+            None => None,
+        };
+        let u = generation.usage;
+        let prompt_tokens = prompt_len - prefix_tokens;
+        let (text, reasoning, stop_reason, events, logprobs, reasoning_tokens, answer_tokens) =
+            match runner {
+                Some(runner) => {
+                    let out = runner.finish(generation.reason);
+                    (
+                        out.text,
+                        out.reasoning,
+                        out.stop_reason,
+                        out.events,
+                        out.logprobs,
+                        out.reasoning_tokens,
+                        out.answer_tokens,
+                    )
+                }
+                // A request the engine refused before running (no tokens to generate).
+                None => (
+                    String::new(),
+                    None,
+                    "length".to_string(),
+                    Vec::new(),
+                    Vec::new(),
+                    0,
+                    0,
+                ),
+            };
         Ok(Completion {
-            text: self.tokenizer.decode(&shown),
-            prompt_tokens: tokens.len() as u64,
-            output_tokens: generation.tokens.len() as u64,
-            latency: start.elapsed(),
-            finish: match generation.reason {
-                StopReason::EndOfGeneration | StopReason::Caller => Finish::Stop,
-                StopReason::MaxTokens => Finish::Length,
+            text,
+            reasoning,
+            usage: Usage {
+                prompt_tokens: prompt_tokens as u64,
+                prompt_cached_tokens: u.prompt_cached.min(prompt_tokens) as u64,
+                output_tokens: u.sampled as u64,
+                reasoning_tokens,
+                answer_tokens,
+                probes: u.probes as u64,
+                probe_prefill_tokens: u.probe_prefill as u64,
+                probe_decoded_tokens: u.probe_decoded as u64,
+                injected_tokens: (u.injected + prefix_tokens) as u64,
             },
+            finish: if stop_reason == "length" {
+                Finish::Length
+            } else {
+                Finish::Stop
+            },
+            stop_reason,
+            events,
+            latency_s: start.elapsed().as_secs_f64(),
+            logprobs,
         })
     }
 }

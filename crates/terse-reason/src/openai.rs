@@ -1,9 +1,32 @@
-//! Any OpenAI-compatible server (`/v1/chat/completions`) as a backend: a llama.cpp
-//! server, vLLM or SGLang, so work measured here carries over to a distributed engine.
+//! Any OpenAI-compatible server as a backend: a llama.cpp server, vLLM or SGLang, so
+//! work measured here carries over to a distributed engine.
+//!
+//! A request whose strategy does not steer (none, or prompt stages only) goes to
+//! `/v1/chat/completions` as it is. A steered one runs the same [`Runner`] as the
+//! local engine, over text: the prompt is rendered by the server
+//! (`/apply-template`, llama.cpp's endpoint), then streamed from `/v1/completions`
+//! token by token into the runner. Injected text closes the stream and continues
+//! with a new one whose prompt holds everything so far; a probe is a second,
+//! non-streamed request that re-sends the prefix with the probe text (the server's
+//! prefix cache makes that cheap) and runs while the main stream goes on; a stop
+//! closes the stream. Strategies that need logits or hidden states are refused with
+//! an error naming what they need.
+//!
+//! Token counts come from the server: each stream's and probe's `usage` when it
+//! sends one, else one token per streamed chunk. A probe's prefilled tokens are
+//! llama.cpp's `timings.prompt_n` (what it computed beyond its cache) when present,
+//! otherwise the whole re-sent prompt, which overstates the cost.
 
-use crate::{Backend, BackendError, ChatMessage, Completion, Finish, Sampling};
+use crate::strategy::{Runner, StrategyError};
+use crate::{
+    Backend, BackendError, Capabilities, ChatMessage, Completion, CompletionRequest, Finish,
+    Prompt, Sink, Usage,
+};
 use serde_json::{json, Value};
+use std::io::BufRead;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use terse_engine::{Action, ProbeEnd, ProbeRequest, ProbeResult, SamplerConfig, StopReason};
 
 pub struct OpenAiBackend {
     base_url: String,
@@ -28,8 +51,334 @@ impl OpenAiBackend {
         }
     }
 
-    fn url(&self) -> String {
-        format!("{}/v1/chat/completions", self.base_url)
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Result<ureq::Response, BackendError> {
+        let url = self.url(path);
+        let mut request = self
+            .agent
+            .post(&url)
+            .set("Content-Type", "application/json");
+        if let Some(key) = &self.api_key {
+            request = request.set("Authorization", &format!("Bearer {key}"));
+        }
+        request
+            .send_string(&body.to_string())
+            .map_err(|e| BackendError::Http {
+                url,
+                detail: match e {
+                    ureq::Error::Status(code, r) => {
+                        format!("HTTP {code}: {}", r.into_string().unwrap_or_default())
+                    }
+                    other => other.to_string(),
+                },
+            })
+    }
+
+    fn post_json(&self, path: &str, body: &Value) -> Result<Value, BackendError> {
+        let url = self.url(path);
+        let text = self
+            .post(path, body)?
+            .into_string()
+            .map_err(|e| BackendError::Http {
+                url: url.clone(),
+                detail: e.to_string(),
+            })?;
+        serde_json::from_str(&text).map_err(|e| BackendError::BadResponse {
+            url,
+            detail: format!("not JSON ({e})"),
+        })
+    }
+
+    /// The server's rendering of a conversation (llama.cpp's `/apply-template`).
+    fn apply_template(&self, messages: &[ChatMessage]) -> Result<String, BackendError> {
+        let url = self.url("/apply-template");
+        let v = self.post_json("/apply-template", &json!({ "messages": messages }))?;
+        v["prompt"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or(BackendError::BadResponse {
+                url,
+                detail: "no `prompt` in the /apply-template answer (the server must render chat templates, as llama.cpp's does)".into(),
+            })
+    }
+
+    fn sampling_fields(&self, body: &mut Value, sampling: &SamplerConfig) {
+        body["temperature"] = json!(sampling.temperature);
+        body["top_p"] = json!(sampling.top_p);
+        body["seed"] = json!(sampling.seed);
+        // Non-standard knobs that llama.cpp, vLLM and SGLang accept.
+        if sampling.top_k > 0 {
+            body["top_k"] = json!(sampling.top_k);
+        }
+        if sampling.min_p > 0.0 {
+            body["min_p"] = json!(sampling.min_p);
+        }
+        if sampling.repeat_penalty != 1.0 {
+            body["repeat_penalty"] = json!(sampling.repeat_penalty);
+        }
+        if sampling.presence_penalty != 0.0 {
+            body["presence_penalty"] = json!(sampling.presence_penalty);
+        }
+        if sampling.frequency_penalty != 0.0 {
+            body["frequency_penalty"] = json!(sampling.frequency_penalty);
+        }
+    }
+
+    fn chat(
+        &self,
+        request: &CompletionRequest,
+        messages: &[ChatMessage],
+    ) -> Result<Completion, BackendError> {
+        let mut body = json!({
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": request.max_tokens,
+        });
+        self.sampling_fields(&mut body, &request.sampling);
+        if !request.stop.is_empty() {
+            body["stop"] = json!(request.stop);
+        }
+        let start = Instant::now();
+        let v = self.post_json("/v1/chat/completions", &body)?;
+        parse_chat(&v, start.elapsed()).map_err(|detail| BackendError::BadResponse {
+            url: self.url("/v1/chat/completions"),
+            detail,
+        })
+    }
+
+    fn steered(
+        &self,
+        request: &CompletionRequest,
+        prompt: String,
+        sink: Sink<'_>,
+    ) -> Result<Completion, BackendError> {
+        let start = Instant::now();
+        let mut runner =
+            Runner::new(&request.strategy, &prompt, None, None).with_stop_strings(&request.stop);
+        if let Some(stage) = runner.needs_logits() {
+            return Err(StrategyError::Unsupported {
+                strategy: stage.into(),
+                what: "the logits before sampling",
+                backend: "openai".into(),
+            }
+            .into());
+        }
+        let (pieces_tx, pieces_rx) = mpsc::channel::<(crate::PieceKind, String)>();
+        runner = runner.with_sink(Box::new(move |kind, text| {
+            pieces_tx.send((kind, text.to_string())).is_ok()
+        }));
+        let mut usage = Usage::default();
+        let (probe_tx, probe_rx) = mpsc::channel::<Result<(ProbeResult, u64, u64), BackendError>>();
+        let mut probes_in_flight = 0usize;
+        let mut engine_reason = StopReason::MaxTokens;
+        let mut first_stream = true;
+
+        'streams: while !runner.stopped() && (usage.output_tokens as usize) < request.max_tokens {
+            let context = format!("{prompt}{}", runner.model_text());
+            let mut body = json!({
+                "model": self.model,
+                "prompt": context,
+                "max_tokens": request.max_tokens - usage.output_tokens as usize,
+                "stream": true,
+                "stream_options": {"include_usage": true},
+            });
+            self.sampling_fields(&mut body, &request.sampling);
+            let response = self.post("/v1/completions", &body)?;
+            let reader = std::io::BufReader::new(response.into_reader());
+            let mut streamed_tokens = 0u64;
+            let mut reported: Option<(u64, u64)> = None;
+            let mut finish_reason = None;
+            for line in reader.lines() {
+                let line = line.map_err(|e| BackendError::Http {
+                    url: self.url("/v1/completions"),
+                    detail: e.to_string(),
+                })?;
+                let Some(data) = line.strip_prefix("data:").map(str::trim) else {
+                    continue;
+                };
+                if data == "[DONE]" {
+                    break;
+                }
+                let v: Value =
+                    serde_json::from_str(data).map_err(|e| BackendError::BadResponse {
+                        url: self.url("/v1/completions"),
+                        detail: format!("stream chunk is not JSON ({e})"),
+                    })?;
+                if let (Some(p), Some(c)) = (
+                    v["usage"]["prompt_tokens"].as_u64(),
+                    v["usage"]["completion_tokens"].as_u64(),
+                ) {
+                    reported = Some((p, c));
+                }
+                let Some(choice) = v["choices"].get(0) else {
+                    continue;
+                };
+                if let Some(reason) = choice["finish_reason"].as_str() {
+                    finish_reason = Some(reason.to_string());
+                }
+                let text = choice["text"].as_str().unwrap_or("");
+                if text.is_empty() {
+                    continue;
+                }
+                streamed_tokens += 1;
+                let logprob = choice["logprobs"]["token_logprobs"]
+                    .get(0)
+                    .and_then(Value::as_f64)
+                    .map(|l| l as f32);
+                let mut actions = runner.observe(text, logprob, None, &[], false);
+                while let Ok(done) = probe_rx.try_recv() {
+                    probes_in_flight -= 1;
+                    let (result, prefill, decoded) = done?;
+                    usage.probe_prefill_tokens += prefill;
+                    usage.probe_decoded_tokens += decoded;
+                    actions.extend(runner.probe_done(&result));
+                }
+                for (kind, piece) in pieces_rx.try_iter() {
+                    sink(kind, &piece);
+                }
+                let mut restart = false;
+                for action in actions {
+                    match action {
+                        Action::Stop(_) => {
+                            usage.output_tokens += streamed_tokens;
+                            break 'streams;
+                        }
+                        Action::Inject { .. } => restart = true,
+                        Action::Probe(probe) => {
+                            usage.probes += 1;
+                            probes_in_flight += 1;
+                            let context = format!("{prompt}{}", runner.model_text());
+                            self.spawn_probe(context, probe, probe_tx.clone());
+                        }
+                    }
+                }
+                if restart {
+                    // The runner's text now ends with the injection; continue from it.
+                    usage.output_tokens += streamed_tokens;
+                    continue 'streams;
+                }
+            }
+            let (prompt_tokens, completion_tokens) = reported.unwrap_or((0, streamed_tokens));
+            if first_stream {
+                usage.prompt_tokens = prompt_tokens;
+                first_stream = false;
+            }
+            usage.output_tokens += completion_tokens.max(streamed_tokens);
+            engine_reason = match finish_reason.as_deref() {
+                Some("length") => StopReason::MaxTokens,
+                _ => StopReason::EndOfGeneration,
+            };
+            if engine_reason == StopReason::EndOfGeneration {
+                let actions = runner.observe("", None, None, &[], true);
+                for (kind, piece) in pieces_rx.try_iter() {
+                    sink(kind, &piece);
+                }
+                if !actions.iter().any(|a| matches!(a, Action::Inject { .. })) {
+                    break;
+                }
+            }
+        }
+        // Probes still running when the answer ended: wait for their counts.
+        for (_, prefill, decoded) in probe_rx.iter().take(probes_in_flight).flatten() {
+            usage.probe_prefill_tokens += prefill;
+            usage.probe_decoded_tokens += decoded;
+        }
+        let injected = runner.injected_text().to_string();
+        let out = runner.finish(engine_reason);
+        for (kind, piece) in pieces_rx.try_iter() {
+            sink(kind, &piece);
+        }
+        usage.injected_tokens = self.count_tokens(&injected);
+        usage.reasoning_tokens = out.reasoning_tokens;
+        usage.answer_tokens = out.answer_tokens;
+        Ok(Completion {
+            finish: if out.stop_reason == "length" {
+                Finish::Length
+            } else {
+                Finish::Stop
+            },
+            text: out.text,
+            reasoning: out.reasoning,
+            usage,
+            stop_reason: out.stop_reason,
+            events: out.events,
+            latency_s: start.elapsed().as_secs_f64(),
+            logprobs: out.logprobs,
+        })
+    }
+
+    /// Tokens of `text` in the server's vocabulary (llama.cpp's `/tokenize`); a server
+    /// without it gets one token per four bytes, the usual rate for English text.
+    fn count_tokens(&self, text: &str) -> u64 {
+        if text.is_empty() {
+            return 0;
+        }
+        self.post_json("/tokenize", &json!({ "content": text }))
+            .ok()
+            .and_then(|v| v["tokens"].as_array().map(|t| t.len() as u64))
+            .unwrap_or_else(|| text.len().div_ceil(4) as u64)
+    }
+
+    /// Runs a probe on its own thread; its result and token counts arrive on `done`.
+    fn spawn_probe(
+        &self,
+        context: String,
+        probe: ProbeRequest,
+        done: mpsc::Sender<Result<(ProbeResult, u64, u64), BackendError>>,
+    ) {
+        let backend = OpenAiBackend {
+            base_url: self.base_url.clone(),
+            model: self.model.clone(),
+            api_key: self.api_key.clone(),
+            agent: self.agent.clone(),
+        };
+        std::thread::spawn(move || {
+            let body = json!({
+                "model": backend.model,
+                "prompt": format!("{context}{}", probe.text),
+                "max_tokens": probe.max_tokens,
+                "temperature": 0.0,
+                "stop": probe.stop,
+                "cache_prompt": true,
+            });
+            let result = backend.post_json("/v1/completions", &body).map(|v| {
+                let text = v["choices"][0]["text"].as_str().unwrap_or("").to_string();
+                let decoded = v["usage"]["completion_tokens"].as_u64().unwrap_or(0);
+                let prefill = v["timings"]["prompt_n"]
+                    .as_u64()
+                    .or(v["usage"]["prompt_tokens"].as_u64())
+                    .unwrap_or(0);
+                let stopped = v["choices"][0]["finish_reason"].as_str() == Some("stop");
+                // A server stops before the stop string and leaves it out: put it back,
+                // as the local engine keeps it.
+                let (text, end) = match (stopped, probe.stop.first()) {
+                    (true, Some(s))
+                        if !text.contains(s.as_str()) && decoded < probe.max_tokens as u64 =>
+                    {
+                        (format!("{text}{s}"), ProbeEnd::StopString)
+                    }
+                    (true, _) => (text, ProbeEnd::EndOfGeneration),
+                    _ => (text, ProbeEnd::MaxTokens),
+                };
+                (
+                    ProbeResult {
+                        tag: probe.tag,
+                        fork_position: 0,
+                        text,
+                        tokens: Vec::new(),
+                        logprobs: Vec::new(),
+                        prefill_tokens: prefill as usize,
+                        end,
+                    },
+                    prefill,
+                    decoded,
+                )
+            });
+            let _ = done.send(result);
+        });
     }
 }
 
@@ -38,131 +387,145 @@ impl Backend for OpenAiBackend {
         format!("openai:{}#{}", self.base_url, self.model)
     }
 
-    fn render(&self, messages: &[ChatMessage]) -> Result<String, BackendError> {
-        serde_json::to_string(messages).map_err(|e| BackendError::BadResponse {
-            url: self.url(),
-            detail: e.to_string(),
-        })
+    fn render(&self, request: &CompletionRequest) -> Result<String, BackendError> {
+        let canonical = json!({
+            "prompt": match &request.prompt {
+                Prompt::Chat(messages) => json!(request.strategy.prepare_messages(messages)),
+                Prompt::Text(text) => json!(text),
+            },
+        });
+        Ok(canonical.to_string())
     }
 
-    fn complete(
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            logits: false,
+            hidden_states: false,
+            logprobs: true,
+        }
+    }
+
+    fn complete_streaming(
         &self,
-        messages: &[ChatMessage],
-        sampling: &Sampling,
+        request: &CompletionRequest,
+        sink: Sink<'_>,
     ) -> Result<Completion, BackendError> {
-        let url = self.url();
-        let mut body = json!({
-            "model": self.model,
-            "messages": messages,
-            "max_tokens": sampling.max_tokens,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "seed": sampling.seed,
-        });
-        // Non-standard knobs that llama.cpp, vLLM and SGLang accept.
-        if sampling.top_k > 0 {
-            body["top_k"] = json!(sampling.top_k);
+        match &request.prompt {
+            Prompt::Chat(messages) => {
+                let messages = request.strategy.prepare_messages(messages);
+                if !request.strategy.steers() {
+                    let completion = self.chat(request, &messages)?;
+                    sink(crate::PieceKind::Content, &completion.text);
+                    return Ok(completion);
+                }
+                let prompt = self.apply_template(&messages)?;
+                self.steered(request, prompt, sink)
+            }
+            Prompt::Text(text) => self.steered(request, text.clone(), sink),
         }
-        if sampling.min_p > 0.0 {
-            body["min_p"] = json!(sampling.min_p);
-        }
-        let mut request = self
-            .agent
-            .post(&url)
-            .set("Content-Type", "application/json");
-        if let Some(key) = &self.api_key {
-            request = request.set("Authorization", &format!("Bearer {key}"));
-        }
-        let start = Instant::now();
-        let response = request
-            .send_string(&body.to_string())
-            .map_err(|e| BackendError::Http {
-                url: url.clone(),
-                detail: match e {
-                    ureq::Error::Status(code, r) => {
-                        format!("HTTP {code}: {}", r.into_string().unwrap_or_default())
-                    }
-                    other => other.to_string(),
-                },
-            })?;
-        let text = response.into_string().map_err(|e| BackendError::Http {
-            url: url.clone(),
-            detail: e.to_string(),
-        })?;
-        let latency = start.elapsed();
-        parse_completion(&text, latency).map_err(|detail| BackendError::BadResponse { url, detail })
     }
 }
 
 /// Reads the first choice and the usage of a chat completion response.
-fn parse_completion(body: &str, latency: Duration) -> Result<Completion, String> {
-    let v: Value = serde_json::from_str(body).map_err(|e| format!("not JSON ({e})"))?;
+fn parse_chat(v: &Value, latency: Duration) -> Result<Completion, String> {
     let choice = v["choices"].get(0).ok_or("no choices")?;
     let text = choice["message"]["content"]
         .as_str()
         .ok_or("no choices[0].message.content")?;
+    let reasoning = choice["message"]["reasoning_content"]
+        .as_str()
+        .map(str::to_string);
     let usage = &v["usage"];
+    let output_tokens = usage["completion_tokens"]
+        .as_u64()
+        .ok_or("no usage.completion_tokens")?;
+    let finish = if choice["finish_reason"] == "length" {
+        Finish::Length
+    } else {
+        Finish::Stop
+    };
     Ok(Completion {
         text: text.to_string(),
-        prompt_tokens: usage["prompt_tokens"]
-            .as_u64()
-            .ok_or("no usage.prompt_tokens")?,
-        output_tokens: usage["completion_tokens"]
-            .as_u64()
-            .ok_or("no usage.completion_tokens")?,
-        latency,
-        finish: if choice["finish_reason"] == "length" {
-            Finish::Length
-        } else {
-            Finish::Stop
+        reasoning,
+        usage: Usage {
+            prompt_tokens: usage["prompt_tokens"]
+                .as_u64()
+                .ok_or("no usage.prompt_tokens")?,
+            output_tokens,
+            ..Usage::default()
         },
+        finish,
+        stop_reason: if finish == Finish::Length {
+            "length"
+        } else {
+            "eos"
+        }
+        .into(),
+        events: Vec::new(),
+        latency_s: latency.as_secs_f64(),
+        logprobs: Vec::new(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::StrategySpec;
 
     #[test]
     fn a_chat_completion_body_is_read() {
-        let body = r#"{"choices":[{"message":{"role":"assistant","content":"42"},"finish_reason":"length"}],
-                       "usage":{"prompt_tokens":12,"completion_tokens":3}}"#;
-        let c = parse_completion(body, Duration::from_millis(5)).unwrap();
+        let body: Value = serde_json::from_str(
+            r#"{"choices":[{"message":{"role":"assistant","content":"42"},"finish_reason":"length"}],
+                "usage":{"prompt_tokens":12,"completion_tokens":3}}"#,
+        )
+        .unwrap();
+        let c = parse_chat(&body, Duration::from_millis(5)).unwrap();
         assert_eq!(c.text, "42");
-        assert_eq!((c.prompt_tokens, c.output_tokens), (12, 3));
+        assert_eq!((c.usage.prompt_tokens, c.usage.output_tokens), (12, 3));
         assert_eq!(c.finish, Finish::Length);
+        assert_eq!(c.stop_reason, "length");
     }
 
     #[test]
     fn a_body_without_usage_is_an_error_naming_the_field() {
-        let body = r#"{"choices":[{"message":{"content":"42"}}]}"#;
+        let body: Value =
+            serde_json::from_str(r#"{"choices":[{"message":{"content":"42"}}]}"#).unwrap();
         assert_eq!(
-            parse_completion(body, Duration::ZERO).unwrap_err(),
-            "no usage.prompt_tokens"
+            parse_chat(&body, Duration::ZERO).unwrap_err(),
+            "no usage.completion_tokens"
         );
-        assert!(parse_completion("<html>", Duration::ZERO)
-            .unwrap_err()
-            .starts_with("not JSON"));
+    }
+
+    fn request(strategy: &str) -> CompletionRequest {
+        CompletionRequest {
+            strategy: StrategySpec::parse(strategy, &[]).unwrap(),
+            ..CompletionRequest::chat(
+                vec![ChatMessage::new("user", "hi")],
+                SamplerConfig::greedy(),
+                4,
+            )
+        }
     }
 
     #[test]
     fn an_unreachable_server_is_a_clear_error() {
         let backend = OpenAiBackend::new("http://127.0.0.1:9/v1/", "m", None);
-        let msgs = [ChatMessage {
-            role: "user".into(),
-            content: "hi".into(),
-        }];
-        let sampling = Sampling {
-            max_tokens: 4,
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            seed: 0,
-        };
-        let err = backend.complete(&msgs, &sampling).unwrap_err().to_string();
+        let err = backend.complete(&request("none")).unwrap_err().to_string();
         assert!(
             err.contains("http://127.0.0.1:9/v1/chat/completions"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_strategy_that_needs_logits_is_refused_by_name() {
+        let backend = OpenAiBackend::new("http://127.0.0.1:9", "m", None);
+        let err = backend
+            .steered(&request("stop-boost"), "prompt".into(), &mut |_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("stop-boost") && err.contains("logits") && err.contains("openai"),
             "{err}"
         );
     }

@@ -31,6 +31,9 @@ enum Command {
     Grade(commands::grade::GradeArgs),
     /// Compare runs problem by problem (McNemar, paired bootstrap, Pareto front).
     Compare(commands::compare::CompareArgs),
+    /// Where a probe-trace run's answers settle: the oracle bound of early exit and
+    /// early-exit stop rules simulated on its traces.
+    Oracle(commands::oracle::OracleArgs),
     /// Prompt and generation speed like llama-bench, against the memory-bandwidth limit
     /// and optionally llama.cpp itself.
     Bench(Box<commands::bench::BenchArgs>),
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => commands::eval::run(*args),
         Command::Grade(args) => commands::grade::run(args),
         Command::Compare(args) => commands::compare::run(args),
+        Command::Oracle(args) => commands::oracle::run(args),
         Command::Bench(args) => commands::bench::run(*args),
     };
     match result {

@@ -212,3 +212,35 @@ fn info_names_the_kernel_level_in_use() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("kernels: scalar"), "{}", stdout(&o));
 }
+
+#[test]
+fn chat_with_no_tokens_to_generate_answers_empty_turns_without_panicking() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_terse"))
+        .args(["chat", "-m", "qwen2.5-coder-0.5b", "-t", "2", "-n", "0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run terse chat");
+    {
+        use std::io::Write;
+        let stdin = child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"hello\nagain\n\n").expect("write");
+    }
+    let o = child.wait_with_output().expect("wait");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"));
+    assert_eq!(
+        stderr(&o).matches("0 generated").count(),
+        2,
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn grade_takes_a_negative_gold_answer() {
+    let o = terse(&["grade", "--gold", "-5", "The answer is -5."]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"correct\":true"), "{}", stdout(&o));
+}

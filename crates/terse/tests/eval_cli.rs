@@ -115,7 +115,7 @@ fn eval_writes_a_complete_run_and_resume_recomputes_nothing() {
         let line = text.lines().nth(2).expect("third record");
         serde_json::from_str::<serde_json::Value>(line).expect("record is JSON")[key].clone()
     };
-    for key in ["id", "output", "tokens", "correct"] {
+    for key in ["id", "output", "usage", "stop_reason", "correct"] {
         assert_eq!(
             field(&resumed, key),
             field(&records, key),
@@ -190,7 +190,7 @@ fn answers(dir: &Path) -> std::collections::BTreeMap<String, (String, u64)> {
                 r["id"].as_str().expect("id").to_string(),
                 (
                     r["output"].as_str().expect("output").to_string(),
-                    r["tokens"]["output"].as_u64().expect("output tokens"),
+                    r["usage"]["output_tokens"].as_u64().expect("output tokens"),
                 ),
             )
         })
@@ -237,4 +237,50 @@ fn concurrent_eval_records_the_same_answers_as_one_at_a_time_at_every_level() {
             "batched generation changed an answer at level {level}"
         );
     }
+}
+
+#[test]
+fn a_run_on_a_model_file_is_labelled_by_the_file_stem() {
+    let model = terse_store::ModelStore::from_env()
+        .expect("model cache")
+        .resolve("qwen2.5-coder-0.5b")
+        .expect("default model pulled");
+    let out = scratch_dir("stem");
+    let o = eval(
+        "synthetic:d1:n1:s1",
+        &out,
+        &["-m", model.to_str().unwrap(), "-n", "4"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stem = model.file_stem().unwrap().to_string_lossy().to_string();
+    assert_eq!(summary(&out)["label"], format!("{stem}-step"));
+}
+
+#[test]
+fn a_steered_eval_records_usage_by_kind_and_summarises_cost_tokens() {
+    let out = scratch_dir("steered");
+    let o = eval(
+        "synthetic:d1:n2:s4",
+        &out,
+        &[
+            "-n",
+            "60",
+            "--strategy",
+            "loop-guard+budget",
+            "--strategy-opt",
+            "reasoning_tokens=20",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = summary(&out);
+    assert_eq!(s["stop_reasons"]["budget"], 2, "{s}");
+    let output = s["output_tokens_mean"].as_f64().unwrap();
+    let injected = s["injected_tokens_mean"].as_f64().unwrap();
+    assert!(injected > 0.0);
+    assert_eq!(s["cost_tokens_mean"].as_f64().unwrap(), output + injected);
+    let text = std::fs::read_to_string(out.join("records.jsonl")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(record["strategy"], "loop-guard+budget");
+    assert_eq!(record["usage"]["reasoning_tokens"], 20);
+    assert_eq!(record["events"][0]["kind"], "budget");
 }

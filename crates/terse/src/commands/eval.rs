@@ -1,14 +1,14 @@
 //! `terse eval`: accuracy against token cost on a dataset, on the local engine or an
 //! OpenAI-compatible server, recorded so that nothing computed is ever lost.
 
-use super::{ModelArgs, SamplingArgs};
+use super::{ModelArgs, SamplingArgs, StrategyArgs};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use terse_eval::dataset::{load_source, select, Fields, Source};
-use terse_eval::run::{AnswerError, AnswerRequest, Message, Progress, PromptTemplate};
-use terse_eval::{run_eval, Answerer, ExtractOptions, Generation, RunConfig, SamplingParams};
-use terse_reason::{Backend, ChatMessage, LocalBackend, OpenAiBackend, Sampling};
+use terse_eval::run::{Progress, PromptTemplate};
+use terse_eval::{run_eval, ExtractOptions, RunConfig};
+use terse_reason::{LocalBackend, OpenAiBackend};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendKind {
@@ -32,6 +32,8 @@ pub struct EvalArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub strategy: StrategyArgs,
     /// Problems: `gsm8k:PATH`, a JSONL path (see --question-field/--answer-field),
     /// `synthetic:dN:nCOUNT:sSEED`, or `hf:OWNER/NAME[:CONFIG[:SPLIT]]`.
     #[arg(long)]
@@ -98,53 +100,9 @@ pub struct EvalArgs {
     pub concurrency: u16,
 }
 
-/// Adapts a reasoning backend to the eval runner.
-struct BackendAnswerer<B: Backend> {
-    backend: B,
-}
-
-fn chat_messages(messages: &[Message]) -> Vec<ChatMessage> {
-    messages
-        .iter()
-        .map(|m| ChatMessage {
-            role: m.role.clone(),
-            content: m.content.clone(),
-        })
-        .collect()
-}
-
-impl<B: Backend> Answerer for BackendAnswerer<B> {
-    fn model_fingerprint(&self) -> String {
-        self.backend.fingerprint()
-    }
-
-    fn render(&self, messages: &[Message]) -> Result<String, AnswerError> {
-        Ok(self.backend.render(&chat_messages(messages))?)
-    }
-
-    fn answer(&self, request: &AnswerRequest<'_>) -> Result<Generation, AnswerError> {
-        let p = request.params;
-        let sampling = Sampling {
-            max_tokens: p.max_tokens as usize,
-            temperature: p.temperature as f32,
-            top_k: p.top_k as usize,
-            top_p: p.top_p as f32,
-            min_p: p.min_p as f32,
-            seed: request.seed,
-        };
-        let c = self
-            .backend
-            .complete(&chat_messages(request.messages), &sampling)?;
-        Ok(Generation {
-            text: c.text,
-            prompt_tokens: c.prompt_tokens,
-            output_tokens: c.output_tokens,
-            latency_s: c.latency.as_secs_f64(),
-        })
-    }
-}
-
 pub fn run(args: EvalArgs) -> Result<()> {
+    let sampling = args.sampling.config()?;
+    let strategy = args.strategy.spec()?;
     let source =
         Source::parse(&args.dataset).with_context(|| format!("--dataset {}", args.dataset))?;
     let fields = Fields {
@@ -191,25 +149,22 @@ pub fn run(args: EvalArgs) -> Result<()> {
             "brief",
         ),
     };
-    let label = args
-        .label
-        .clone()
-        .unwrap_or_else(|| format!("{}-{style}", args.model.model.replace('/', "_")));
+    let label = args.label.clone().unwrap_or_else(|| {
+        let mut label = format!("{}-{style}", args.model.short_name());
+        if !strategy.stages.is_empty() {
+            label.push_str(&format!("-{strategy}"));
+        }
+        label
+    });
     let config = RunConfig {
         label: label.clone(),
         prompt: PromptTemplate {
             system: args.system.clone(),
             user,
         },
-        params: SamplingParams {
-            temperature: f64::from(args.sampling.temperature),
-            top_p: f64::from(args.sampling.top_p),
-            top_k: args.sampling.top_k as u32,
-            min_p: f64::from(args.sampling.min_p),
-            max_tokens: args.sampling.max_tokens as u32,
-            seed: args.sampling.seed,
-            extra: Default::default(),
-        },
+        sampling,
+        max_tokens: u32::try_from(args.sampling.max_tokens).context("--max-tokens is too large")?,
+        strategy: strategy.clone(),
         samples_per_problem: args.samples.max(1),
         extract: match &args.rules {
             Some(list) => ExtractOptions::parse_list(list).context("--rules")?,
@@ -225,7 +180,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(&label));
     eprintln!(
-        "{} problems from {} → {}",
+        "{} problems from {} → {} (strategy {strategy})",
         problems.len(),
         args.dataset,
         out.display()
@@ -233,29 +188,34 @@ pub fn run(args: EvalArgs) -> Result<()> {
 
     let summary = match args.backend {
         BackendKind::Local => {
-            let answerer = BackendAnswerer {
-                backend: {
-                    // Room in the KV cache for every request in flight: its prompt (a
-                    // margin of 1024 tokens) and its longest answer.
-                    let concurrency = usize::from(args.concurrency);
-                    let kv_tokens = concurrency * (args.sampling.max_tokens + 1024);
-                    LocalBackend::new(args.model.load_with_kv_capacity(kv_tokens)?, concurrency)?
-                },
-            };
-            run_eval(&problems, &answerer, &config, &out, Progress::Bar)?
+            // Room in the KV cache for every request in flight: its prompt (a margin of
+            // 1024 tokens), its longest answer, and what its strategy may inject or
+            // probe (a margin of 512).
+            let concurrency = usize::from(args.concurrency);
+            let kv_tokens = concurrency * (args.sampling.max_tokens + 1024 + 512);
+            let backend =
+                LocalBackend::new(args.model.load_with_kv_capacity(kv_tokens)?, concurrency)?;
+            run_eval(&problems, &backend, &config, &out, Progress::Bar)?
         }
         BackendKind::Openai => {
             let Some(base_url) = &args.base_url else {
                 bail!("--backend openai needs --base-url");
             };
-            let answerer = BackendAnswerer {
-                backend: OpenAiBackend::new(
-                    base_url,
-                    &args.model.model,
-                    std::env::var("OPENAI_API_KEY").ok(),
-                ),
-            };
-            run_eval(&problems, &answerer, &config, &out, Progress::Bar)?
+            let backend = OpenAiBackend::new(
+                base_url,
+                &args.model.model,
+                std::env::var("OPENAI_API_KEY").ok(),
+            );
+            let needs_logits: Vec<&str> = strategy
+                .needs()
+                .into_iter()
+                .filter(|(_, n)| n.logits)
+                .map(|(name, _)| name)
+                .collect();
+            if let Some(stage) = needs_logits.first() {
+                bail!("strategy '{stage}' needs the logits before sampling, which the openai backend cannot give (use --backend local)");
+            }
+            run_eval(&problems, &backend, &config, &out, Progress::Bar)?
         }
     };
     println!("{}", serde_json::to_string_pretty(&summary)?);

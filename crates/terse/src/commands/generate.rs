@@ -1,12 +1,13 @@
 //! `terse generate`: continue a raw prompt, or answer one chat message, streaming the
 //! text to stdout and statistics to stderr.
 
-use super::{ModelArgs, SamplingArgs};
+use super::{ModelArgs, SamplingArgs, StrategyArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
-use terse_engine::{ChatMessage, Engine, Sampler, StopReason, StreamDecoder};
+use terse_engine::{ChatMessage, Engine, Sampler, SamplerConfig, StopReason, StreamDecoder};
+use terse_reason::{Backend, CompletionRequest, LocalBackend, PieceKind, Prompt, StrategySpec};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -14,6 +15,8 @@ pub struct GenerateArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub strategy: StrategyArgs,
     /// Raw text to continue (BOS per the model's flags, no chat template).
     #[arg(short, long, conflicts_with_all = ["chat", "prompt_file"])]
     pub prompt: Option<String>,
@@ -37,6 +40,7 @@ pub struct GenerateArgs {
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let sampler_config = args.sampling.config()?;
+    let strategy = args.strategy.spec()?;
     let raw_prompt = match (&args.prompt, &args.prompt_file) {
         (Some(p), _) => Some(p.clone()),
         (None, Some(path)) => {
@@ -58,6 +62,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
 
     let mut engine = args.model.load()?;
+    if !strategy.stages.is_empty() {
+        return run_steered(engine, &args, raw_prompt, sampler_config, strategy);
+    }
     let prompt_tokens = match (&raw_prompt, &args.chat) {
         (Some(text), _) => engine.tokenizer().encode(text, true, !args.no_special),
         (None, Some(message)) => {
@@ -109,7 +116,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         match reason {
             StopReason::EndOfGeneration => "end of generation",
             StopReason::MaxTokens => "max tokens",
-            StopReason::Caller => "stopped",
+            StopReason::Caller | StopReason::Steered => "stopped",
         },
         engine.threads(),
     );
@@ -143,4 +150,85 @@ fn chat_prompt(
     let text = engine.render_chat(&messages, true)?;
     // The rendered template carries its own special tokens (and BOS where it wants one).
     Ok(engine.tokenizer().encode(&text, false, true))
+}
+
+/// `generate --strategy`: the request goes through the reasoning controllers on the
+/// local engine; the answer streams to stdout, usage and the stop reason to stderr.
+fn run_steered(
+    engine: Engine,
+    args: &GenerateArgs,
+    raw_prompt: Option<String>,
+    sampling: SamplerConfig,
+    strategy: StrategySpec,
+) -> Result<()> {
+    if args.no_special {
+        bail!("--no-special does not apply with --strategy (strategies inject special-token text such as </think>)");
+    }
+    let prompt = match (raw_prompt, &args.chat) {
+        (Some(text), _) => Prompt::Text(text),
+        (None, Some(message)) => {
+            if engine.chat_template().is_none() {
+                eprintln!("warning: the model has no chat template; using ChatML");
+            }
+            let mut messages = Vec::new();
+            if let Some(system) = &args.system {
+                messages.push(ChatMessage::new("system", system.clone()));
+            }
+            messages.push(ChatMessage::new("user", message.clone()));
+            Prompt::Chat(messages)
+        }
+        (None, None) => bail!("give --prompt TEXT, --prompt-file PATH or --chat TEXT"),
+    };
+    let kv_tokens = engine.ctx_size() + 1024;
+    drop(engine);
+    let backend = LocalBackend::new(args.model.load_with_kv_capacity(kv_tokens)?, 1)?;
+    let request = CompletionRequest {
+        prompt,
+        sampling,
+        max_tokens: args.sampling.max_tokens,
+        stop: Vec::new(),
+        strategy: strategy.clone(),
+        logprobs: false,
+        top_logprobs: 0,
+    };
+    let mut stdout = std::io::stdout();
+    let mut last_kind = None;
+    let completion = backend.complete_streaming(&request, &mut |kind, text| {
+        if last_kind == Some(PieceKind::Reasoning) && kind == PieceKind::Content {
+            let _ = write!(stdout, "\n--- answer ---\n");
+        }
+        last_kind = Some(kind);
+        let _ = stdout.write_all(text.as_bytes());
+        let _ = stdout.flush();
+    })?;
+    let _ = writeln!(stdout);
+    let u = completion.usage;
+    eprintln!(
+        "[strategy {strategy} | stop: {} | {} prompt tokens ({} cached) | {} output ({} reasoning, {} answer) + {} probe ({} probes) + {} injected = {} cost tokens | {:.1} s]",
+        completion.stop_reason,
+        u.prompt_tokens,
+        u.prompt_cached_tokens,
+        u.output_tokens,
+        u.reasoning_tokens,
+        u.answer_tokens,
+        u.probe_tokens(),
+        u.probes,
+        u.injected_tokens,
+        u.cost_tokens(),
+        completion.latency_s,
+    );
+    for event in &completion.events {
+        eprintln!(
+            "  {} {} at token {}{}",
+            event.strategy,
+            event.kind,
+            event.at_token,
+            event
+                .detail
+                .as_deref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
 }

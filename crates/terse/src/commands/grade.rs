@@ -6,10 +6,11 @@ use terse_eval::{grade_text, ExtractOptions, GradeOptions};
 
 #[derive(Args, Debug)]
 pub struct GradeArgs {
-    /// The gold answer.
-    #[arg(long)]
+    /// The gold answer (negative numbers such as `-5` are values, not flags).
+    #[arg(long, allow_hyphen_values = true)]
     pub gold: String,
     /// The model output to grade.
+    #[arg(allow_hyphen_values = true)]
     pub text: String,
     /// Extraction rules in order (hashes, boxed, answer_is, final_answer, last_number).
     #[arg(long)]

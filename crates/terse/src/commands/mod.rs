@@ -8,11 +8,13 @@ pub mod generate;
 pub mod grade;
 pub mod info;
 pub mod models;
+pub mod oracle;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 use terse_engine::{Engine, EngineOptions, SamplerConfig};
+use terse_reason::StrategySpec;
 use terse_store::{ModelStore, StoreError};
 
 /// Which model to run and how.
@@ -32,6 +34,17 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// A short name of the model for labels: the alias, or a file's stem.
+    pub fn short_name(&self) -> String {
+        let path = std::path::Path::new(&self.model);
+        if self.model.ends_with(".gguf") {
+            if let Some(stem) = path.file_stem() {
+                return stem.to_string_lossy().into_owned();
+            }
+        }
+        self.model.replace('/', "_")
+    }
+
     /// The model file; a known alias that is not in the cache yet is pulled first, so
     /// the first run on a fresh machine works.
     pub fn resolve(&self) -> Result<PathBuf> {
@@ -136,5 +149,40 @@ impl SamplingArgs {
             logit_bias: Vec::new(),
             seed: self.seed,
         })
+    }
+}
+
+/// How answers are steered: a strategy chain, its options and an optional file.
+#[derive(Args, Debug, Clone, Default)]
+pub struct StrategyArgs {
+    /// Strategy chain, stages joined by `+` (for example `loop-guard+early-exit`):
+    /// none, be-brief, chain-of-draft, concise-exemplars, budget, budget-forcing,
+    /// early-exit, probe-trace, stop-boost, concise-hint, loop-guard.
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// A strategy option, `KEY=VALUE` or `STAGE.KEY=VALUE` (repeatable), for example
+    /// `every=16` or `format=think`.
+    #[arg(long = "strategy-opt", value_name = "KEY=VALUE")]
+    pub strategy_opts: Vec<String>,
+    /// A TOML file with `strategy = "…"` and a table of options per stage;
+    /// --strategy and --strategy-opt override it.
+    #[arg(long, value_name = "FILE")]
+    pub strategy_config: Option<PathBuf>,
+}
+
+impl StrategyArgs {
+    pub fn spec(&self) -> Result<StrategySpec> {
+        match &self.strategy_config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading --strategy-config {}", path.display()))?;
+                StrategySpec::from_toml(&text, self.strategy.as_deref(), &self.strategy_opts)
+                    .with_context(|| format!("--strategy-config {}", path.display()))
+            }
+            None => Ok(StrategySpec::parse(
+                self.strategy.as_deref().unwrap_or("none"),
+                &self.strategy_opts,
+            )?),
+        }
     }
 }

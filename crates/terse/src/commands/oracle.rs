@@ -1,0 +1,89 @@
+//! `terse oracle`: read a `probe-trace` run — where its answers settle, the oracle
+//! bound of early exit, and a grid of early-exit stop rules simulated on its traces.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+use terse_eval::compare::load_run;
+use terse_eval::probes::{oracle, simulate, StopRule};
+use terse_eval::GradeOptions;
+
+#[derive(Args, Debug)]
+pub struct OracleArgs {
+    /// A run directory of `terse eval --strategy probe-trace`.
+    pub run: PathBuf,
+    /// Probe spacings to simulate (multiples of the run's).
+    #[arg(long, value_delimiter = ',', default_value = "16,32,64")]
+    pub every: Vec<u64>,
+    /// Agreeing probes needed.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
+    pub window: Vec<usize>,
+    /// Least mean log-probability of the deciding probe's answer (`none` = no rule).
+    #[arg(long, value_delimiter = ',', default_value = "none,-0.02,-0.1,-0.3")]
+    pub min_logprob: Vec<String>,
+}
+
+pub fn run(args: OracleArgs) -> Result<()> {
+    let run = load_run(&args.run).with_context(|| format!("loading run {}", args.run.display()))?;
+    if !run
+        .records
+        .iter()
+        .any(|r| r.events.iter().any(|e| e.kind == "probe"))
+    {
+        bail!(
+            "{} has no probe events: run it with --strategy probe-trace",
+            args.run.display()
+        );
+    }
+    let options = GradeOptions::default();
+    let o = oracle(&run.records, &options);
+    let pct = |v: Option<f64>| v.map_or("–".into(), |v| format!("{:.0}%", 100.0 * v));
+    println!("# Oracle bound: {}\n", run.label);
+    println!("| answers | right | mean output tokens | oracle mean cost | oracle / plain | right answers settle at | first right at |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {} | {} | {:.1} | {:.1} | {:.3} | {} of the trace | {} |\n",
+        o.records,
+        o.correct,
+        o.output_tokens_mean,
+        o.oracle_cost_mean,
+        o.oracle_cost_mean / o.output_tokens_mean.max(1e-9),
+        pct(o.settled_fraction_mean),
+        pct(o.first_right_fraction_mean)
+    );
+    println!("## Early-exit stop rules simulated on these traces\n");
+    println!("| every | window | min logprob | right | lost / gained | exits | mean cost (output + probes) | cost / plain |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &every in &args.every {
+        for &window in &args.window {
+            for threshold in &args.min_logprob {
+                let min_logprob = match threshold.as_str() {
+                    "none" => None,
+                    t => Some(
+                        t.parse::<f32>()
+                            .with_context(|| format!("--min-logprob {t}"))?,
+                    ),
+                };
+                let s = simulate(
+                    &run.records,
+                    StopRule {
+                        every,
+                        window,
+                        min_logprob,
+                    },
+                    &options,
+                );
+                println!(
+                    "| {every} | {window} | {threshold} | {} | {} / {} | {} | {:.1} | {:.3} |",
+                    s.correct,
+                    s.lost,
+                    s.gained,
+                    s.exits,
+                    s.cost_mean,
+                    s.cost_mean / o.output_tokens_mean.max(1e-9)
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! The reasoning controllers on real models: budgets hold, a think section prompted
+//! into a default model is found and closed, the command line reports usage and
+//! refuses bad strategies in one line, and `early-exit` on a real llama.cpp server
+//! reaches the same decision as on the local engine.
+
+mod common;
+
+use common::{free_port, llama_cpp_bin_dir, wait_until_healthy, Server};
+use std::process::{Command, Stdio};
+use terse_engine::{Engine, EngineOptions};
+use terse_reason::{
+    Backend, ChatMessage, Completion, CompletionRequest, LocalBackend, OpenAiBackend, Prompt,
+    SamplerConfig, StrategySpec,
+};
+
+const QUESTION: &str = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?\nPlease reason step by step, and put your final answer within \\boxed{}.";
+
+fn model(alias: &str) -> std::path::PathBuf {
+    terse_store::ModelStore::from_env()
+        .expect("model cache")
+        .resolve(alias)
+        .unwrap_or_else(|e| panic!("{alias} not pulled ({e}); run `terse models pull {alias}`"))
+}
+
+fn local(alias: &str) -> LocalBackend {
+    let engine = Engine::load(
+        model(alias),
+        &EngineOptions {
+            threads: 2,
+            ctx_size: 2048,
+            kv_capacity_tokens: 4096,
+        },
+    )
+    .expect("load");
+    LocalBackend::new(engine, 2).expect("backend")
+}
+
+fn request(
+    messages: Vec<ChatMessage>,
+    max_tokens: usize,
+    strategy: &str,
+    options: &[&str],
+) -> CompletionRequest {
+    let options: Vec<String> = options.iter().map(|s| s.to_string()).collect();
+    CompletionRequest {
+        strategy: StrategySpec::parse(strategy, &options).expect("strategy"),
+        ..CompletionRequest::chat(messages, SamplerConfig::greedy(), max_tokens)
+    }
+}
+
+fn probe_answers(c: &Completion) -> Vec<(u64, String)> {
+    c.events
+        .iter()
+        .filter(|e| e.kind == "probe")
+        .map(|e| (e.at_token, e.detail.clone().unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn budget_never_decodes_more_reasoning_than_its_cap() {
+    let backend = local("qwen2.5-coder-0.5b");
+    for cap in [8, 40] {
+        let c = backend
+            .complete(&request(
+                vec![ChatMessage::new("user", QUESTION)],
+                300,
+                "budget",
+                &[&format!("reasoning_tokens={cap}")],
+            ))
+            .expect("complete");
+        assert_eq!(c.stop_reason, "budget", "{c:?}");
+        assert_eq!(c.usage.reasoning_tokens, cap as u64);
+        assert!(c.usage.answer_tokens <= 16, "{:?}", c.usage);
+        assert_eq!(
+            c.usage.output_tokens,
+            c.usage.reasoning_tokens + c.usage.answer_tokens
+        );
+        assert!(c.text.contains("Final answer: \\boxed{"), "{}", c.text);
+        assert!(c.usage.injected_tokens > 0);
+    }
+}
+
+#[test]
+fn a_think_section_prompted_into_a_default_model_is_split_and_closed_by_the_budget() {
+    let backend = local("qwen2.5-coder-1.5b");
+    // What an R1-distill (Qwen-based) template renders: ChatML whose generation prompt
+    // opens the think section, here with one worked example so a default model knows to
+    // close it before answering.
+    let prompt = format!(
+        "<|im_start|>system\nYou think inside <think> </think> tags, then give the answer.<|im_end|>\n\
+         <|im_start|>user\nTom has 3 apples and buys 4 more. How many apples does he have?<|im_end|>\n\
+         <|im_start|>assistant\n<think>\nHe starts with 3 and buys 4: 3 + 4 = 7.\n</think>\n\n\\boxed{{7}}<|im_end|>\n\
+         <|im_start|>user\n{QUESTION}<|im_end|>\n<|im_start|>assistant\n<think>\n"
+    );
+    let text_request = |strategy: &str, options: &[&str]| {
+        let options: Vec<String> = options.iter().map(|s| s.to_string()).collect();
+        CompletionRequest {
+            prompt: Prompt::Text(prompt.clone()),
+            strategy: StrategySpec::parse(strategy, &options).expect("strategy"),
+            ..CompletionRequest::chat(Vec::new(), SamplerConfig::greedy(), 400)
+        }
+    };
+    let plain = backend
+        .complete(&text_request("none", &[]))
+        .expect("complete");
+    let reasoning = plain
+        .reasoning
+        .as_deref()
+        .unwrap_or_else(|| panic!("no think section was found: {plain:?}"));
+    assert!(
+        !reasoning.contains("<think>") && !reasoning.contains("</think>") && !reasoning.is_empty(),
+        "{reasoning}"
+    );
+    assert!(!plain.text.contains("</think>"), "{}", plain.text);
+    assert!(
+        plain.text.contains("\\boxed{72}"),
+        "the answer follows the think section: {plain:?}"
+    );
+    assert_eq!(
+        plain.usage.output_tokens,
+        plain.usage.reasoning_tokens + plain.usage.answer_tokens
+    );
+    assert!(plain.usage.answer_tokens > 0, "{:?}", plain.usage);
+
+    let cut = backend
+        .complete(&text_request("budget", &["reasoning_tokens=8"]))
+        .expect("complete");
+    assert_eq!(cut.stop_reason, "budget", "{cut:?}");
+    assert_eq!(cut.usage.reasoning_tokens, 8, "{:?}", cut.usage);
+    assert!(cut.reasoning.is_some(), "{cut:?}");
+    assert!(
+        cut.text.starts_with("Final answer: \\boxed{"),
+        "the budget closed the think section first: {cut:?}"
+    );
+}
+
+#[test]
+fn early_exit_on_a_llama_cpp_server_stops_where_the_local_engine_stops() {
+    let alias = "qwen2.5-coder-0.5b";
+    let port = free_port();
+    let mut server = Server(
+        Command::new(llama_cpp_bin_dir().join("llama-server"))
+            .args([
+                "-m",
+                model(alias).to_str().unwrap(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
+            .args(["-t", "2", "-c", "4096", "--jinja", "--parallel", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start llama-server"),
+    );
+    wait_until_healthy(&mut server, port, None);
+    let remote = OpenAiBackend::new(&format!("http://127.0.0.1:{port}/v1"), alias, None);
+    let messages = vec![ChatMessage::new("user", QUESTION)];
+    let req = request(messages, 300, "early-exit", &["every=16", "window=2"]);
+    let there = remote.complete(&req).expect("remote early-exit");
+    let here = local(alias).complete(&req).expect("local early-exit");
+    assert_eq!(here.stop_reason, "early-exit", "{here:?}");
+    assert_eq!(there.stop_reason, here.stop_reason, "remote {there:?}");
+    let (a, b) = (probe_answers(&here), probe_answers(&there));
+    assert_eq!(
+        a, b,
+        "the same probes at the same tokens give the same answers"
+    );
+    assert_eq!(
+        here.text.rsplit("\\boxed{").next(),
+        there.text.rsplit("\\boxed{").next()
+    );
+    assert!(
+        there.usage.probes >= 2 && there.usage.probe_decoded_tokens > 0,
+        "{:?}",
+        there.usage
+    );
+}
+
+#[test]
+fn generate_with_a_strategy_prints_usage_and_the_stop_reason() {
+    let out = Command::new(env!("CARGO_BIN_EXE_terse"))
+        .args([
+            "generate",
+            "-m",
+            "qwen2.5-coder-0.5b",
+            "-t",
+            "2",
+            "--temperature",
+            "0",
+            "-n",
+            "120",
+        ])
+        .args([
+            "--chat",
+            QUESTION,
+            "--strategy",
+            "loop-guard+budget",
+            "--strategy-opt",
+            "reasoning_tokens=30",
+        ])
+        .output()
+        .expect("run terse");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Final answer: \\boxed{"));
+    assert!(
+        stderr.contains("stop: budget") && stderr.contains("cost tokens"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unknown_strategy_or_option_is_one_line_naming_the_valid_choices() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_terse"))
+            .args(["generate", "-m", "qwen2.5-coder-0.5b", "--chat", "hi"])
+            .args(args)
+            .output()
+            .expect("run terse");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).trim().to_string()
+    };
+    let err = run(&["--strategy", "fast-think"]);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("unknown strategy 'fast-think'") && err.contains("early-exit"),
+        "{err}"
+    );
+    let err = run(&["--strategy", "early-exit", "--strategy-opt", "window=99"]);
+    assert!(
+        err.contains("'window' = 99") && err.contains("1 to 16"),
+        "{err}"
+    );
+    let err = run(&["--strategy", "early-exit", "--strategy-opt", "speed=2"]);
+    assert!(err.contains("'speed' matches no strategy"), "{err}");
+}
