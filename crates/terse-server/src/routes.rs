@@ -70,6 +70,7 @@ async fn no_route(method: Method, uri: Uri) -> ApiError {
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError {
         status: StatusCode::METHOD_NOT_ALLOWED,
+        message: format!("{} does not take {method}", uri.path()),
         ..ApiError::no_route(method.as_str(), uri.path())
     }
 }
