@@ -335,12 +335,14 @@ fn text_parts(i: usize, parts: &[Value]) -> Result<String, ApiError> {
                     format!("content parts of type '{kind}' are not supported; only 'text'"),
                 ))
             }
-            _ => return Err(ApiError::invalid_param(
-                &param,
-                format!(
+            _ => {
+                return Err(ApiError::invalid_param(
+                    &param,
+                    format!(
                     "a content part must be {{\"type\": \"text\", \"text\": \"…\"}}, not {part}"
                 ),
-            )),
+                ))
+            }
         }
     }
     Ok(texts.join("\n"))

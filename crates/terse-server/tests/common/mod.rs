@@ -78,7 +78,8 @@ pub fn start_with(options: Options, loader: Loader) -> String {
             .await
             .expect("bind a loopback port");
             let addr = server.local_addr().expect("the bound address");
-            tx.send(format!("http://{addr}")).expect("report the address");
+            tx.send(format!("http://{addr}"))
+                .expect("report the address");
             if let Err(e) = server.run(loader, std::future::pending()).await {
                 eprintln!("test server stopped: {e}");
             }
