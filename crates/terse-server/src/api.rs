@@ -62,6 +62,8 @@ struct Body {
     thinking_budget_tokens: Option<u64>,
     reasoning_budget_tokens: Option<u64>,
     reasoning: Option<ReasoningField>,
+    logit_bias: Option<Map<String, Value>>,
+    response_format: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +189,11 @@ pub fn plan(
         check("repetition_penalty", p, p > 0.0 && p.is_finite(), "above 0")?;
         sampling.repeat_penalty = p as f32;
     }
+
+    if let Some(bias) = &body.logit_bias {
+        sampling.logit_bias = logit_bias(bias)?;
+    }
+    response_format(body.response_format.as_ref())?;
 
     let max_tokens = match body.max_completion_tokens.or(body.max_tokens) {
         Some(0) => {
@@ -368,6 +375,52 @@ fn text_prompt(prompt: Option<&Value>) -> Result<String, ApiError> {
     }
 }
 
+/// `{"token id": bias}`, each bias in [-100, 100]; -100 bans the token, as OpenAI's
+/// does in effect. Token ids beyond the vocabulary are checked against the model later.
+fn logit_bias(bias: &Map<String, Value>) -> Result<Vec<(u32, f32)>, ApiError> {
+    bias.iter()
+        .map(|(token, value)| {
+            let id: u32 = token.parse().map_err(|_| {
+                ApiError::invalid_param(
+                    "logit_bias",
+                    format!("logit_bias keys are token ids, not '{token}'"),
+                )
+            })?;
+            match value.as_f64() {
+                Some(b) if (-100.0..=100.0).contains(&b) => Ok((
+                    id,
+                    if b <= -100.0 {
+                        f32::NEG_INFINITY
+                    } else {
+                        b as f32
+                    },
+                )),
+                _ => Err(ApiError::invalid_param(
+                    "logit_bias",
+                    format!("the bias of token {token} must be -100 to 100, not {value}"),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// `response_format`: `text`, or `json_object`, which is accepted but NOT constrained
+/// (the model is not forced to write JSON; grammar-constrained decoding is later work).
+/// `json_schema` is a 400 rather than a silent unconstrained answer.
+fn response_format(format: Option<&Value>) -> Result<(), ApiError> {
+    match format.map(|f| f.get("type").and_then(Value::as_str)) {
+        None | Some(Some("text" | "json_object")) => Ok(()),
+        Some(Some(other)) => Err(ApiError::invalid_param(
+            "response_format",
+            format!("response_format '{other}' is not supported (text, json_object unconstrained)"),
+        )),
+        Some(None) => Err(ApiError::invalid_param(
+            "response_format",
+            "response_format must be {\"type\": \"text\"} or {\"type\": \"json_object\"}",
+        )),
+    }
+}
+
 fn stop_strings(stop: Option<&Value>) -> Result<Vec<String>, ApiError> {
     let bad = || {
         ApiError::invalid_param(
@@ -508,6 +561,35 @@ mod tests {
             chat(r#"{"model": "m+early-exit", "messages": [{"role": "user", "content": "x"}]}"#)
                 .unwrap();
         assert_eq!(p.request.strategy.to_string(), "early-exit");
+    }
+
+    #[test]
+    fn logit_bias_maps_minus_100_to_a_ban_and_rejects_bad_entries() {
+        let p = chat(r#"{"messages": [{"role": "user", "content": "x"}], "logit_bias": {"7": -100, "9": 2.5}}"#)
+            .unwrap();
+        let mut bias = p.request.sampling.logit_bias.clone();
+        bias.sort_by_key(|(id, _)| *id);
+        assert_eq!(bias, vec![(7, f32::NEG_INFINITY), (9, 2.5)]);
+        for bad in [r#"{"x": 1}"#, r#"{"7": 101}"#, r#"{"7": "a"}"#] {
+            let body = format!(
+                r#"{{"messages": [{{"role": "user", "content": "x"}}], "logit_bias": {bad}}}"#
+            );
+            assert_eq!(
+                chat(&body).unwrap_err().param.as_deref(),
+                Some("logit_bias")
+            );
+        }
+    }
+
+    #[test]
+    fn json_object_is_accepted_and_json_schema_refused() {
+        let body = |f: &str| {
+            format!(
+                r#"{{"messages": [{{"role": "user", "content": "x"}}], "response_format": {f}}}"#
+            )
+        };
+        assert!(chat(&body(r#"{"type": "json_object"}"#)).is_ok());
+        assert!(chat(&body(r#"{"type": "json_schema", "json_schema": {}}"#)).is_err());
     }
 
     #[test]

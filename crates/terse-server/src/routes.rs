@@ -158,8 +158,22 @@ async fn run(state: &Arc<AppState>, endpoint: Endpoint, body: &[u8]) -> Result<R
     }
 }
 
-/// A 400 when the prompt leaves no room to generate.
+/// A 400 when the prompt leaves no room to generate, or a biased token is not in the
+/// vocabulary.
 fn check_context(backend: &LocalBackend, plan: &Plan) -> Result<(), ApiError> {
+    let vocab = backend.tokenizer().vocab_size();
+    if let Some((id, _)) = plan
+        .request
+        .sampling
+        .logit_bias
+        .iter()
+        .find(|(id, _)| *id as usize >= vocab)
+    {
+        return Err(ApiError::invalid_param(
+            "logit_bias",
+            format!("token {id} is not in the vocabulary of {vocab} tokens"),
+        ));
+    }
     let text = backend
         .render(&plan.request)
         .map_err(|e| ApiError::invalid_param("messages", e.to_string()))?;
