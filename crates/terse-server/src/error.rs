@@ -146,6 +146,28 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
     }
 
+    /// 502: the upstream server could not be reached or answered nonsense.
+    pub fn bad_gateway(url: &str, detail: &str) -> Self {
+        ApiError {
+            code: Some("upstream_unavailable".into()),
+            ..Self::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                format!("the upstream server at {url} failed: {detail}"),
+            )
+        }
+    }
+
+    /// The upstream's own error, with its status.
+    pub fn upstream(status: StatusCode, url: &str, message: &str) -> Self {
+        let kind = if status.is_client_error() {
+            "invalid_request_error"
+        } else {
+            "upstream_error"
+        };
+        Self::new(status, kind, format!("upstream {url}: {message}"))
+    }
+
     /// The JSON body.
     pub fn body(&self) -> Value {
         let mut error = Map::new();

@@ -1,5 +1,6 @@
-//! `terse serve`: an OpenAI-compatible HTTP server over the local engine, with the
-//! reasoning controllers selectable per request.
+//! `terse serve`: an OpenAI-compatible HTTP server over the local engine (or in front
+//! of another OpenAI-compatible server, see [`Upstream`]), with the reasoning
+//! controllers selectable per request.
 //!
 //! Endpoints: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`,
 //! `GET /health` (503 while the model loads, 200 after) and `GET /metrics`
@@ -16,18 +17,19 @@
 mod api;
 mod error;
 mod metrics;
+mod model;
 mod response;
 mod routes;
 pub mod strategy;
 
 pub use api::{Defaults, MAX_TOP_LOGPROBS};
 pub use error::{ApiError, ServerError};
+pub use model::{Model, Upstream};
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, OnceLock};
-use terse_reason::LocalBackend;
 
 /// How to serve.
 #[derive(Debug, Clone)]
@@ -47,8 +49,9 @@ pub struct ServerConfig {
     pub defaults: Defaults,
 }
 
-/// Builds the backend; runs on a blocking thread while the server already answers.
-pub type Loader = Box<dyn FnOnce() -> Result<LocalBackend, String> + Send>;
+/// Builds the model (the local engine, or the upstream of proxy mode); runs on a
+/// blocking thread while the server already answers.
+pub type Loader = Box<dyn FnOnce() -> Result<Model, String> + Send>;
 
 /// A bound, not yet serving, server.
 pub struct Server {
@@ -98,7 +101,7 @@ impl Server {
                 started.elapsed().as_secs_f64()
             );
             // Set once: only this task sets it.
-            let _ = state.backend.set(Arc::new(backend));
+            let _ = state.backend.set(backend.into());
             Ok::<(), String>(())
         });
         let app = routes::router(self.state);

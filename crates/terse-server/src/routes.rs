@@ -10,6 +10,7 @@
 use crate::api::{self, Defaults, Endpoint, Plan};
 use crate::error::ApiError;
 use crate::metrics;
+use crate::model::Served;
 use crate::response::Envelope;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
@@ -24,7 +25,7 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
-use terse_reason::{Backend, Completion, LocalBackend, PieceKind, Prompt};
+use terse_reason::{Completion, PieceKind};
 use tokio::sync::mpsc;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -37,7 +38,7 @@ pub struct AppState {
     pub max_queue: usize,
     pub defaults: Defaults,
     /// Set once the model has loaded.
-    pub backend: OnceLock<Arc<LocalBackend>>,
+    pub backend: OnceLock<Served>,
     /// Sequences admitted and not finished (running or waiting for the batch).
     pub admitted: AtomicUsize,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
@@ -100,9 +101,12 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
-    if let Some(backend) = state.backend.get() {
-        metrics::set_load(backend.load(), state.admitted.load(Ordering::Relaxed));
-    }
+    let load = state
+        .backend
+        .get()
+        .and_then(Served::load)
+        .unwrap_or_default();
+    metrics::set_load(load, state.admitted.load(Ordering::Relaxed));
     state.metrics.run_upkeep();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -145,8 +149,13 @@ async fn respond(state: Arc<AppState>, endpoint: Endpoint, body: Bytes) -> Respo
 async fn run(state: &Arc<AppState>, endpoint: Endpoint, body: &[u8]) -> Result<Response, ApiError> {
     let backend = state.backend.get().ok_or_else(ApiError::loading)?.clone();
     let plan = api::plan(endpoint, body, &state.model_name, &state.defaults)?;
-    check_context(&backend, &plan)?;
+    backend.check(&plan)?;
     let admission = Admission::take(state, plan.n)?;
+    if let Some(proxy) = backend.pass_through(&plan) {
+        let response = proxy.forward(endpoint, body).await;
+        drop(admission);
+        return response;
+    }
     let envelope = Envelope::new(&plan);
     let events = launch(backend, &plan, admission);
     if plan.stream {
@@ -156,33 +165,6 @@ async fn run(state: &Arc<AppState>, endpoint: Endpoint, body: &[u8]) -> Result<R
             .await
             .map(IntoResponse::into_response)
     }
-}
-
-/// A 400 when the prompt leaves no room to generate, or a biased token is not in the
-/// vocabulary.
-fn check_context(backend: &LocalBackend, plan: &Plan) -> Result<(), ApiError> {
-    let vocab = backend.tokenizer().vocab_size();
-    if let Some((id, _)) = plan
-        .request
-        .sampling
-        .logit_bias
-        .iter()
-        .find(|(id, _)| *id as usize >= vocab)
-    {
-        return Err(ApiError::invalid_param(
-            "logit_bias",
-            format!("token {id} is not in the vocabulary of {vocab} tokens"),
-        ));
-    }
-    let text = backend
-        .render(&plan.request)
-        .map_err(|e| ApiError::invalid_param("messages", e.to_string()))?;
-    let add_bos = matches!(plan.request.prompt, Prompt::Text(_));
-    let tokens = backend.tokenizer().encode(&text, add_bos, true).len();
-    if tokens >= backend.ctx_size() {
-        return Err(ApiError::exceeds_context(tokens, backend.ctx_size()));
-    }
-    Ok(())
 }
 
 /// Sequences admitted to the engine; given back when the last choice's thread ends.
@@ -226,15 +208,15 @@ enum Event {
     },
     Done {
         choice: usize,
-        result: Result<Completion, String>,
+        result: Result<Completion, ApiError>,
     },
 }
 
 /// Starts every choice on its own blocking thread. `n > 1` runs n independent
-/// completions of the same prompt (the prefix cache shares what it can; the prompt's KV
-/// is not forked yet).
+/// completions of the same prompt (the local prefix cache shares what it can; the
+/// prompt's KV is not forked yet; a proxy sends n requests).
 fn launch(
-    backend: Arc<LocalBackend>,
+    backend: Served,
     plan: &Plan,
     admission: Arc<Admission>,
 ) -> mpsc::UnboundedReceiver<Event> {
@@ -252,7 +234,7 @@ fn launch(
         tokio::task::spawn_blocking(move || {
             let mut last: Option<Instant> = None;
             let pieces = tx.clone();
-            let result = backend.complete_until(&request, &mut |kind, text| {
+            let result = backend.complete(&request, &mut |kind, text| {
                 let now = Instant::now();
                 match last {
                     None => metrics::first_token((now - start).as_secs_f64()),
@@ -270,10 +252,7 @@ fn launch(
             if let Ok(c) = &result {
                 metrics::completion(&strategy, c, start.elapsed().as_secs_f64());
             }
-            let _ = tx.send(Event::Done {
-                choice,
-                result: result.map_err(|e| e.to_string()),
-            });
+            let _ = tx.send(Event::Done { choice, result });
             drop(admission);
         });
     }
@@ -291,7 +270,7 @@ async fn whole(
         match events.recv().await {
             Some(Event::Piece { .. }) => {}
             Some(Event::Done { choice, result }) => {
-                done[choice] = Some(result.map_err(ApiError::internal)?);
+                done[choice] = Some(result?);
             }
             None => return Err(ApiError::internal("the engine stopped before answering")),
         }
@@ -362,8 +341,8 @@ fn stream(
                         }
                         done[choice] = Some(c);
                     }
-                    Err(message) => {
-                        let _ = send(ApiError::internal(message).body()).await;
+                    Err(error) => {
+                        let _ = send(error.body()).await;
                         let _ = out.send(Ok(SseEvent::default().data("[DONE]"))).await;
                         return;
                     }

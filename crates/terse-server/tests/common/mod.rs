@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use terse_engine::{Engine, EngineOptions, SamplerConfig};
 use terse_reason::LocalBackend;
-use terse_server::{Defaults, Loader, Server, ServerConfig};
+use terse_server::{Defaults, Loader, Model, Server, ServerConfig};
 use terse_store::{ModelStore, StoreError, DEFAULT_MODEL};
 
 /// The context of the test servers: small, so a prompt over it is cheap to build.
@@ -48,7 +48,9 @@ pub fn model_loader(max_sequences: usize) -> Loader {
             },
         )
         .map_err(|e| e.to_string())?;
-        LocalBackend::new(engine, max_sequences).map_err(|e| e.to_string())
+        LocalBackend::new(engine, max_sequences)
+            .map(|b| Model::Local(Box::new(b)))
+            .map_err(|e| e.to_string())
     })
 }
 
@@ -119,4 +121,80 @@ pub fn get_status(base: &str, path: &str) -> Option<u16> {
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// A proxy server in front of `upstream` (nothing needs to listen there).
+pub fn start_proxy(upstream: &str) -> String {
+    let upstream = terse_server::Upstream {
+        base_url: upstream.to_string(),
+        model: DEFAULT_MODEL.into(),
+        api_key: None,
+    };
+    let base = start_with(
+        Options::default(),
+        Box::new(move || Ok(Model::Proxy(upstream))),
+    );
+    wait_healthy(&base);
+    base
+}
+
+/// A real llama.cpp server (built by `scripts/build-llama-cpp.sh`, which CI runs before
+/// the tests) on the default model and a free port; stopped when dropped.
+pub struct LlamaServer {
+    child: std::process::Child,
+    pub base: String,
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl LlamaServer {
+    pub fn start() -> LlamaServer {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/build-llama-cpp.sh"
+        );
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .output()
+            .expect("run build-llama-cpp.sh");
+        assert!(
+            out.status.success(),
+            "scripts/build-llama-cpp.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bin = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let bin = bin.lines().last().unwrap_or_default().to_string();
+        let store = ModelStore::from_env().expect("the model cache");
+        let model = store
+            .resolve(DEFAULT_MODEL)
+            .expect("the default model pulled");
+        let port = free_port();
+        let child = std::process::Command::new(std::path::Path::new(&bin).join("llama-server"))
+            .arg("-m")
+            .arg(&model)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["-t", "2", "-c", "2048", "--jinja", "--parallel", "2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start llama-server");
+        let server = LlamaServer {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        wait_healthy(&server.base);
+        server
+    }
 }

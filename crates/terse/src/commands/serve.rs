@@ -1,12 +1,13 @@
-//! `terse serve`: the OpenAI-compatible server on the local engine. Parses the flags
-//! and hands them to `terse-server`.
+//! `terse serve`: the OpenAI-compatible server on the local engine, or in front of
+//! another OpenAI-compatible server (`--upstream`). Parses the flags and hands them to
+//! `terse-server`.
 
 use super::{ModelArgs, SamplingArgs};
 use anyhow::Result;
 use clap::Args;
 use std::io::IsTerminal;
 use terse_reason::LocalBackend;
-use terse_server::{Defaults, ServerConfig};
+use terse_server::{Defaults, Model, ServerConfig, Upstream};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -16,7 +17,8 @@ pub struct ServeArgs {
     /// `max_tokens`).
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// Sequences decoded together in the engine's batch.
+    /// Sequences decoded together in the engine's batch (in proxy mode: requests sent
+    /// upstream at once).
     #[arg(long, default_value_t = 8)]
     pub max_sequences: usize,
     /// Sequences that may wait for the batch; beyond that requests get a 429.
@@ -31,9 +33,20 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer KEY` on /v1/* (default: $TERSE_API_KEY).
     #[arg(long)]
     pub api_key: Option<String>,
-    /// The model name clients send (default: the alias or the file's stem).
+    /// The model name clients send (default: the upstream model, else the alias or the
+    /// file's stem).
     #[arg(long)]
     pub served_model_name: Option<String>,
+    /// Proxy this OpenAI-compatible server (`http://HOST:PORT[/v1]`: llama.cpp's
+    /// server, vLLM, SGLang) instead of running a local model.
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// The model name to send upstream (default: the served model name).
+    #[arg(long, requires = "upstream")]
+    pub upstream_model: Option<String>,
+    /// The upstream's Bearer key.
+    #[arg(long, requires = "upstream")]
+    pub api_key_upstream: Option<String>,
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
@@ -54,13 +67,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .api_key
         .clone()
         .or_else(|| std::env::var("TERSE_API_KEY").ok());
+    let model_name = args
+        .served_model_name
+        .clone()
+        .or_else(|| args.upstream_model.clone())
+        .unwrap_or_else(|| args.model.short_name());
     let config = ServerConfig {
         host: args.host.clone(),
         port: args.port,
-        model_name: args
-            .served_model_name
-            .clone()
-            .unwrap_or_else(|| args.model.short_name()),
+        model_name: model_name.clone(),
         api_key,
         max_sequences: args.max_sequences,
         max_queue: args.max_queue,
@@ -69,19 +84,33 @@ pub fn run(args: ServeArgs) -> Result<()> {
             max_tokens: args.sampling.max_tokens,
         },
     };
-    let model = args.model.clone();
-    let max_sequences = args.max_sequences;
-    let loader = Box::new(move || {
-        // Every sequence of the batch may reach the full context.
-        let ctx = if model.ctx_size == 0 {
-            4096
-        } else {
-            model.ctx_size
-        };
-        let engine = model
-            .load_with_kv_capacity(max_sequences * ctx)
-            .map_err(|e| format!("{e:#}"))?;
-        LocalBackend::new(engine, max_sequences).map_err(|e| e.to_string())
-    });
+    let loader: terse_server::Loader = match args.upstream {
+        Some(base_url) => {
+            let upstream = Upstream {
+                base_url,
+                model: args.upstream_model.unwrap_or(model_name),
+                api_key: args.api_key_upstream,
+            };
+            Box::new(move || Ok(Model::Proxy(upstream)))
+        }
+        None => {
+            let model = args.model.clone();
+            let max_sequences = args.max_sequences;
+            Box::new(move || {
+                // Every sequence of the batch may reach the full context.
+                let ctx = if model.ctx_size == 0 {
+                    4096
+                } else {
+                    model.ctx_size
+                };
+                let engine = model
+                    .load_with_kv_capacity(max_sequences * ctx)
+                    .map_err(|e| format!("{e:#}"))?;
+                LocalBackend::new(engine, max_sequences)
+                    .map(|b| Model::Local(Box::new(b)))
+                    .map_err(|e| e.to_string())
+            })
+        }
+    };
     Ok(terse_server::serve(config, loader)?)
 }
