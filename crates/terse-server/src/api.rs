@@ -9,7 +9,7 @@ use crate::strategy::StrategyAsk;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use terse_engine::{ChatMessage, SamplerConfig};
-use terse_reason::{CompletionRequest, Prompt};
+use terse_reason::{CompletionRequest, Prompt, StrategySpec};
 
 /// Most alternatives per token `top_logprobs` (or `logprobs` on completions) may ask.
 pub const MAX_TOP_LOGPROBS: u64 = 20;
@@ -131,6 +131,8 @@ pub fn random_u64() -> u64 {
 pub struct Defaults {
     pub sampling: SamplerConfig,
     pub max_tokens: usize,
+    /// The strategy of a request that names none.
+    pub strategy: StrategySpec,
 }
 
 /// Parses a body sent to `endpoint` and maps it onto a [`Plan`]; `served` is the model
@@ -236,6 +238,7 @@ pub fn plan(
         model_suffix,
         reasoning_effort: effort,
         reasoning_budget,
+        default: Some(&defaults.strategy),
     }
     .resolve()?;
 
@@ -497,6 +500,7 @@ mod tests {
         Defaults {
             sampling: SamplerConfig::default(),
             max_tokens: 64,
+            strategy: StrategySpec::none(),
         }
     }
 

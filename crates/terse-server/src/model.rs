@@ -14,6 +14,7 @@ use crate::error::ApiError;
 use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
+use futures_util::StreamExt;
 use serde_json::Value;
 use std::sync::Arc;
 use terse_reason::{
@@ -148,8 +149,15 @@ impl Served {
 }
 
 impl Proxy {
-    /// Sends `body` upstream as it came and answers with the upstream's response.
-    pub async fn forward(&self, endpoint: Endpoint, body: &[u8]) -> Result<Response, ApiError> {
+    /// Sends `body` upstream as it came and answers with the upstream's response;
+    /// `guard` (the request's admission) is held until that response's body has been
+    /// sent or dropped.
+    pub async fn forward(
+        &self,
+        endpoint: Endpoint,
+        body: &[u8],
+        guard: impl Send + Sync + 'static,
+    ) -> Result<Response, ApiError> {
         let mut value: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::invalid(format!("malformed JSON body: {e}")))?;
         if let Value::Object(map) = &mut value {
@@ -191,7 +199,12 @@ impl Proxy {
         Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, content_type)
-            .body(Body::from_stream(response.bytes_stream()))
+            .body(Body::from_stream(response.bytes_stream().map(
+                move |chunk| {
+                    let _held = &guard;
+                    chunk
+                },
+            )))
             .map_err(|e| ApiError::internal(e.to_string()))
     }
 }

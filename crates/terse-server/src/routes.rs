@@ -152,9 +152,7 @@ async fn run(state: &Arc<AppState>, endpoint: Endpoint, body: &[u8]) -> Result<R
     backend.check(&plan)?;
     let admission = Admission::take(state, plan.n)?;
     if let Some(proxy) = backend.pass_through(&plan) {
-        let response = proxy.forward(endpoint, body).await;
-        drop(admission);
-        return response;
+        return proxy.forward(endpoint, body, admission).await;
     }
     let envelope = Envelope::new(&plan);
     let events = launch(backend, &plan, admission);

@@ -8,7 +8,9 @@
 //!    clients that can only set a model name;
 //! 3. `reasoning_effort`, mapped to a preset by [`EFFORT_PRESETS`];
 //!
-//! and is `none` (plain decoding) otherwise. The thinking-budget dialects that clients
+//! and is the server's default strategy (`terse serve --strategy`, `none` unless set)
+//! otherwise; options a request gives without naming a chain apply to the default's
+//! chain in place of the default's own options. The thinking-budget dialects that clients
 //! send, `thinking_token_budget` (vLLM), `thinking_budget_tokens` and
 //! `reasoning_budget_tokens` (llama.cpp) and `reasoning: {"max_tokens": N}`, all set the
 //! `budget` stage's `reasoning_tokens` (adding `budget` to the end of the chain when it
@@ -46,6 +48,8 @@ pub struct StrategyAsk<'a> {
     pub reasoning_effort: Option<&'a str>,
     /// A thinking budget in any dialect, with the field it came from.
     pub reasoning_budget: Option<(&'static str, u64)>,
+    /// The server's default, for a request that names no strategy.
+    pub default: Option<&'a StrategySpec>,
 }
 
 impl StrategyAsk<'_> {
@@ -78,7 +82,18 @@ impl StrategyAsk<'_> {
                     options.extend(preset.iter().map(|o| format!("{chain}.{o}")));
                     chain.to_string()
                 }
-                (None, None) => "none".to_string(),
+                (None, None) => match self.default {
+                    Some(spec) => {
+                        let own_options = self
+                            .extension
+                            .is_some_and(|e| e.keys().any(|k| k != "strategy"));
+                        if !own_options && self.reasoning_budget.is_none() {
+                            return Ok(spec.clone());
+                        }
+                        spec.to_string()
+                    }
+                    None => "none".to_string(),
+                },
             },
         };
         if let Some(extension) = self.extension {
@@ -220,6 +235,30 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(chained.resolve().unwrap().to_string(), "loop-guard+budget");
+    }
+
+    #[test]
+    fn the_server_default_applies_only_when_a_request_names_no_strategy() {
+        let default = StrategySpec::parse("budget", &["reasoning_tokens=9".into()]).unwrap();
+        let ask = StrategyAsk {
+            default: Some(&default),
+            ..Default::default()
+        };
+        assert_eq!(ask.resolve().unwrap(), default);
+        let named = StrategyAsk {
+            model_suffix: Some("loop-guard"),
+            default: Some(&default),
+            ..Default::default()
+        };
+        assert_eq!(named.resolve().unwrap().to_string(), "loop-guard");
+        let e = ext(json!({"options": {"reasoning_tokens": 3}}));
+        let tuned = StrategyAsk {
+            extension: Some(&e),
+            default: Some(&default),
+            ..Default::default()
+        };
+        let three = StrategySpec::parse("budget", &["reasoning_tokens=3".into()]).unwrap();
+        assert_eq!(tuned.resolve().unwrap(), three);
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub fn start_with(options: Options, loader: Loader) -> String {
                 defaults: Defaults {
                     sampling: SamplerConfig::default(),
                     max_tokens: 16,
+                    strategy: terse_reason::StrategySpec::none(),
                 },
             })
             .await

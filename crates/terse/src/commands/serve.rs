@@ -2,7 +2,7 @@
 //! another OpenAI-compatible server (`--upstream`). Parses the flags and hands them to
 //! `terse-server`.
 
-use super::{ModelArgs, SamplingArgs};
+use super::{ModelArgs, SamplingArgs, StrategyArgs};
 use anyhow::Result;
 use clap::Args;
 use std::io::IsTerminal;
@@ -17,6 +17,10 @@ pub struct ServeArgs {
     /// `max_tokens`).
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// The strategy of requests that name none (they choose theirs with the `terse`
+    /// object, a `MODEL+strategy` name or `reasoning_effort`).
+    #[command(flatten)]
+    pub strategy: StrategyArgs,
     /// Sequences decoded together in the engine's batch (in proxy mode: requests sent
     /// upstream at once).
     #[arg(long, default_value_t = 8)]
@@ -82,6 +86,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         defaults: Defaults {
             sampling,
             max_tokens: args.sampling.max_tokens,
+            strategy: args.strategy.spec()?,
         },
     };
     let loader: terse_server::Loader = match args.upstream {
