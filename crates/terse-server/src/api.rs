@@ -64,6 +64,13 @@ struct Body {
     reasoning: Option<ReasoningField>,
     logit_bias: Option<Map<String, Value>>,
     response_format: Option<Value>,
+    chat_template_kwargs: Option<TemplateKwargs>,
+}
+
+/// vLLM's and llama.cpp's `chat_template_kwargs`; only `enable_thinking` is read.
+#[derive(Debug, Default, Deserialize)]
+struct TemplateKwargs {
+    enable_thinking: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -225,6 +232,15 @@ pub fn plan(
         (
             "reasoning.max_tokens",
             body.reasoning.as_ref().and_then(|r| r.max_tokens),
+        ),
+        // No thinking: the think section is closed after its first token (the
+        // template itself is not told; terse renders without template kwargs).
+        (
+            "chat_template_kwargs.enable_thinking",
+            body.chat_template_kwargs
+                .as_ref()
+                .and_then(|k| k.enable_thinking)
+                .and_then(|on| (!on).then_some(1)),
         ),
     ]
     .into_iter()
@@ -594,6 +610,28 @@ mod tests {
         };
         assert!(chat(&body(r#"{"type": "json_object"}"#)).is_ok());
         assert!(chat(&body(r#"{"type": "json_schema", "json_schema": {}}"#)).is_err());
+    }
+
+    #[test]
+    fn every_thinking_budget_dialect_sets_the_budget_stage() {
+        for (field, tokens) in [
+            (r#""thinking_token_budget": 40"#, 40),
+            (r#""thinking_budget_tokens": 41"#, 41),
+            (r#""reasoning_budget_tokens": 42"#, 42),
+            (r#""reasoning": {"max_tokens": 43}"#, 43),
+            (r#""chat_template_kwargs": {"enable_thinking": false}"#, 1),
+        ] {
+            let p = chat(&format!(
+                r#"{{"messages": [{{"role": "user", "content": "x"}}], {field}}}"#
+            ))
+            .unwrap();
+            let want =
+                StrategySpec::parse("budget", &[format!("reasoning_tokens={tokens}")]).unwrap();
+            assert_eq!(p.request.strategy, want, "{field}");
+        }
+        let on = chat(r#"{"messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": {"enable_thinking": true}}"#)
+            .unwrap();
+        assert_eq!(on.request.strategy, StrategySpec::none());
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! otherwise; options a request gives without naming a chain apply to the default's
 //! chain in place of the default's own options. The thinking-budget dialects that clients
 //! send, `thinking_token_budget` (vLLM), `thinking_budget_tokens` and
-//! `reasoning_budget_tokens` (llama.cpp) and `reasoning: {"max_tokens": N}`, all set the
+//! `reasoning_budget_tokens` (llama.cpp), `reasoning: {"max_tokens": N}` and
+//! `chat_template_kwargs.enable_thinking: false` (a budget of 1), all set the
 //! `budget` stage's `reasoning_tokens` (adding `budget` to the end of the chain when it
 //! is not in it). Names and options are those of `terse eval --strategy`; a bad one is
 //! a 400 with [`terse_reason::StrategyError`]'s message.
