@@ -308,3 +308,45 @@ async fn a_client_that_disconnects_cancels_its_generation() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_think_section_comes_back_as_reasoning_content_whole_and_streamed() {
+    let base = open();
+    // `format=think` reads the whole output as an unclosed think section.
+    let extra = json!({"max_tokens": 10, "terse": {"format": "think"}});
+    let (status, v) = post(base, "/v1/chat/completions", &chat_body(extra.clone())).await;
+    assert_eq!(status, 200, "{v}");
+    let message = &v["choices"][0]["message"];
+    let reasoning = message["reasoning_content"]
+        .as_str()
+        .expect("reasoning_content");
+    assert!(!reasoning.is_empty());
+    assert_eq!(message["reasoning"], message["reasoning_content"]);
+    assert_eq!(message["content"], "");
+    assert!(
+        v["usage"]["completion_tokens_details"]["reasoning_tokens"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{v}"
+    );
+    let mut streamed = extra;
+    streamed["stream"] = json!(true);
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .body(chat_body(streamed))
+        .send()
+        .await
+        .expect("a stream");
+    let data = sse_data(&resp.text().await.expect("a body"));
+    let joined: String = data
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["reasoning_content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert_eq!(joined.trim_end(), reasoning);
+}
