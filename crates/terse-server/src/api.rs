@@ -5,7 +5,7 @@
 //! a known field with a bad type or value is a 400 that names it.
 
 use crate::error::ApiError;
-use crate::strategy::StrategyAsk;
+use crate::strategy::{Presets, StrategyAsk};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use terse_engine::{ChatMessage, SamplerConfig};
@@ -140,6 +140,8 @@ pub struct Defaults {
     pub max_tokens: usize,
     /// The strategy of a request that names none.
     pub strategy: StrategySpec,
+    /// Named strategies and effort levels (`--config`).
+    pub presets: Presets,
 }
 
 /// Parses a body sent to `endpoint` and maps it onto a [`Plan`]; `served` is the model
@@ -255,6 +257,7 @@ pub fn plan(
         reasoning_effort: effort,
         reasoning_budget,
         default: Some(&defaults.strategy),
+        presets: Some(&defaults.presets),
     }
     .resolve()?;
 
@@ -517,6 +520,7 @@ mod tests {
             sampling: SamplerConfig::default(),
             max_tokens: 64,
             strategy: StrategySpec::none(),
+            presets: Presets::default(),
         }
     }
 

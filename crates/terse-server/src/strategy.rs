@@ -17,10 +17,25 @@
 //! `budget` stage's `reasoning_tokens` (adding `budget` to the end of the chain when it
 //! is not in it). Names and options are those of `terse eval --strategy`; a bad one is
 //! a 400 with [`terse_reason::StrategyError`]'s message.
+//!
+//! [`Presets`] (`terse serve --config FILE`) add named strategies, usable wherever a
+//! chain is (`MODEL+fast`, `"terse": {"strategy": "fast"}`), and remap the effort
+//! levels:
+//!
+//! ```toml
+//! [preset.fast]                 # eval --strategy-config's format
+//! strategy = "loop-guard+early-exit"
+//! [preset.fast.early-exit]
+//! every = 16
+//!
+//! [effort]                      # a level → a preset or a chain
+//! low = "fast"
+//! high = "none"
+//! ```
 
 use crate::error::ApiError;
 use serde_json::{Map, Value};
-use terse_reason::StrategySpec;
+use terse_reason::{StrategyError, StrategySpec};
 
 /// `reasoning_effort` → strategy chain and options. More effort, less steering:
 ///
@@ -51,6 +66,91 @@ pub struct StrategyAsk<'a> {
     pub reasoning_budget: Option<(&'static str, u64)>,
     /// The server's default, for a request that names no strategy.
     pub default: Option<&'a StrategySpec>,
+    pub presets: Option<&'a Presets>,
+}
+
+/// Named strategies and effort levels from the server's configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct Presets {
+    named: Vec<Preset>,
+    effort: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+struct Preset {
+    name: String,
+    chain: String,
+    /// Its table, as `StrategySpec::from_toml` reads it.
+    toml: String,
+}
+
+impl Presets {
+    /// From TOML: `[preset.NAME]` tables in `eval --strategy-config`'s format and an
+    /// `[effort]` table of `LEVEL = "PRESET or CHAIN"`. Every preset is checked here.
+    pub fn from_toml(text: &str) -> Result<Presets, StrategyError> {
+        let config = |m: String| StrategyError::Config(m);
+        let table: toml::Table = toml::from_str(text).map_err(|e| config(e.message().into()))?;
+        let mut presets = Presets::default();
+        for (key, value) in table {
+            match (key.as_str(), value) {
+                ("preset", toml::Value::Table(named)) => {
+                    for (name, value) in named {
+                        let toml::Value::Table(t) = value else {
+                            return Err(config(format!("[preset.{name}] must be a table")));
+                        };
+                        let chain = match t.get("strategy") {
+                            Some(toml::Value::String(c)) => c.clone(),
+                            _ => {
+                                return Err(config(format!(
+                                    "[preset.{name}] needs strategy = \"CHAIN\""
+                                )))
+                            }
+                        };
+                        let toml = toml::to_string(&t).map_err(|e| config(e.to_string()))?;
+                        StrategySpec::from_toml(&toml, None, &[])
+                            .map_err(|e| config(format!("[preset.{name}]: {e}")))?;
+                        presets.named.push(Preset { name, chain, toml });
+                    }
+                }
+                ("effort", toml::Value::Table(levels)) => {
+                    for (level, value) in levels {
+                        if !EFFORT_PRESETS.iter().any(|(l, _, _)| *l == level) {
+                            return Err(config(format!(
+                                "[effort] {level}: not one of none, minimal, low, medium, high"
+                            )));
+                        }
+                        let toml::Value::String(target) = value else {
+                            return Err(config(format!("[effort] {level} must be a string")));
+                        };
+                        presets.effort.push((level, target));
+                    }
+                }
+                (other, _) => {
+                    return Err(config(format!(
+                        "'{other}' is not [preset.NAME] or [effort]"
+                    )))
+                }
+            }
+        }
+        for (level, target) in &presets.effort {
+            if presets.preset(target).is_none() {
+                StrategySpec::parse(target, &[])
+                    .map_err(|e| config(format!("[effort] {level} = \"{target}\": {e}")))?;
+            }
+        }
+        Ok(presets)
+    }
+
+    fn preset(&self, name: &str) -> Option<&Preset> {
+        self.named.iter().find(|p| p.name == name)
+    }
+
+    fn effort(&self, level: &str) -> Option<&str> {
+        self.effort
+            .iter()
+            .find(|(l, _)| l == level)
+            .map(|(_, t)| t.as_str())
+    }
 }
 
 impl StrategyAsk<'_> {
@@ -67,6 +167,12 @@ impl StrategyAsk<'_> {
             }
             None => match (self.model_suffix, self.reasoning_effort) {
                 (Some(suffix), _) => suffix.to_string(),
+                (None, Some(effort)) if self.presets.and_then(|p| p.effort(effort)).is_some() => {
+                    self.presets
+                        .and_then(|p| p.effort(effort))
+                        .unwrap_or("none")
+                        .to_string()
+                }
                 (None, Some(effort)) => {
                     let (_, chain, preset) = EFFORT_PRESETS
                         .iter()
@@ -119,6 +225,10 @@ impl StrategyAsk<'_> {
                 }
             }
         }
+        let preset = self.presets.and_then(|p| p.preset(chain.trim()));
+        if let Some(p) = preset {
+            chain = p.chain.clone();
+        }
         if let Some((field, tokens)) = self.reasoning_budget {
             let has_budget = chain.split('+').any(|s| s.trim() == "budget");
             if !has_budget {
@@ -136,7 +246,10 @@ impl StrategyAsk<'_> {
             }
             options.push(format!("budget.reasoning_tokens={tokens}"));
         }
-        Ok(StrategySpec::parse(&chain, &options)?)
+        Ok(match preset {
+            Some(p) => StrategySpec::from_toml(&p.toml, Some(&chain), &options)?,
+            None => StrategySpec::parse(&chain, &options)?,
+        })
     }
 }
 
@@ -260,6 +373,68 @@ mod tests {
         };
         let three = StrategySpec::parse("budget", &["reasoning_tokens=3".into()]).unwrap();
         assert_eq!(tuned.resolve().unwrap(), three);
+    }
+
+    const CONFIG: &str = r#"
+        [preset.fast]
+        strategy = "loop-guard+early-exit"
+        [preset.fast.early-exit]
+        every = 16
+
+        [effort]
+        low = "fast"
+        high = "budget"
+    "#;
+
+    #[test]
+    fn presets_name_strategies_and_remap_effort_levels() {
+        let presets = Presets::from_toml(CONFIG).unwrap();
+        let fast = StrategySpec::parse("loop-guard+early-exit", &["every=16".into()]).unwrap();
+        let by_suffix = StrategyAsk {
+            model_suffix: Some("fast"),
+            presets: Some(&presets),
+            ..Default::default()
+        };
+        assert_eq!(by_suffix.resolve().unwrap(), fast);
+        let by_effort = StrategyAsk {
+            reasoning_effort: Some("low"),
+            presets: Some(&presets),
+            ..Default::default()
+        };
+        assert_eq!(by_effort.resolve().unwrap(), fast);
+        let high = StrategyAsk {
+            reasoning_effort: Some("high"),
+            presets: Some(&presets),
+            ..Default::default()
+        };
+        assert_eq!(high.resolve().unwrap().to_string(), "budget");
+        // A request's options and budget still apply on top of a preset.
+        let e = ext(json!({"strategy": "fast", "every": 8}));
+        let tuned = StrategyAsk {
+            extension: Some(&e),
+            reasoning_budget: Some(("thinking_token_budget", 5)),
+            presets: Some(&presets),
+            ..Default::default()
+        };
+        let want = StrategySpec::parse(
+            "loop-guard+early-exit+budget",
+            &["every=8".into(), "reasoning_tokens=5".into()],
+        )
+        .unwrap();
+        assert_eq!(tuned.resolve().unwrap(), want);
+    }
+
+    #[test]
+    fn a_bad_config_is_refused_when_loaded() {
+        for bad in [
+            "[preset.x]\nstrategy = \"nope\"",
+            "[preset.x]\nevery = 3",
+            "[effort]\nextreme = \"none\"",
+            "[effort]\nlow = \"think-harder\"",
+            "[other]\na = 1",
+        ] {
+            assert!(Presets::from_toml(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,18 +1,27 @@
 //! `terse serve` as a user starts it: the flags parse, it listens, turns healthy, takes
-//! its key from `TERSE_API_KEY` and answers a chat on the default model.
+//! its key from `TERSE_API_KEY`, reads strategy presets from `--config` and answers a
+//! chat on the default model.
 
 mod common;
 
 use std::process::{Command, Stdio};
 
 #[test]
-fn terse_serve_listens_takes_the_key_from_the_environment_and_answers() {
+fn terse_serve_listens_takes_the_key_from_the_environment_and_a_preset_from_its_config() {
     let port = common::free_port();
+    let config = std::env::temp_dir().join(format!("terse-serve-{port}.toml"));
+    std::fs::write(
+        &config,
+        "[preset.tiny]\nstrategy = \"budget\"\n[preset.tiny.budget]\nreasoning_tokens = 2\n",
+    )
+    .expect("write the config");
     let log = std::env::temp_dir().join(format!("terse-serve-{port}.log"));
     let log_file = std::fs::File::create(&log).expect("a log file");
     let child = Command::new(env!("CARGO_BIN_EXE_terse"))
         .args(["serve", "--port", &port.to_string(), "-c", "512", "-t", "2"])
         .args(["--max-sequences", "2", "--max-queue", "4", "-n", "6"])
+        .arg("--config")
+        .arg(&config)
         .env("TERSE_API_KEY", "cli-key")
         .stdout(Stdio::null())
         .stderr(log_file)
@@ -43,4 +52,16 @@ fn terse_serve_listens_takes_the_key_from_the_environment_and_answers() {
         v["usage"]["completion_tokens"].as_u64().unwrap_or(99) <= 6,
         "{v}"
     );
+    let preset = serde_json::json!({
+        "model": "qwen2.5-coder-0.5b+tiny",
+        "messages": [{"role": "user", "content": "Say hi."}],
+    });
+    let resp = ureq::post(&format!("{base}/v1/chat/completions"))
+        .set("Authorization", "Bearer cli-key")
+        .send_string(&preset.to_string())
+        .expect("a chat answer with the preset");
+    let v: serde_json::Value =
+        serde_json::from_str(&resp.into_string().expect("a body")).expect("JSON");
+    assert_eq!(v["usage"]["terse"]["strategy"], "budget", "{v}");
+    assert_eq!(v["usage"]["terse"]["stop_reason"], "budget", "{v}");
 }

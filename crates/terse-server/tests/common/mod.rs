@@ -76,6 +76,7 @@ pub fn start_with(options: Options, loader: Loader) -> String {
                     sampling: SamplerConfig::default(),
                     max_tokens: 16,
                     strategy: terse_reason::StrategySpec::none(),
+                    presets: terse_server::strategy::Presets::default(),
                 },
             })
             .await

@@ -3,10 +3,11 @@
 //! `terse-server`.
 
 use super::{ModelArgs, SamplingArgs, StrategyArgs};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use std::io::IsTerminal;
 use terse_reason::LocalBackend;
+use terse_server::strategy::Presets;
 use terse_server::{Defaults, Model, ServerConfig, Upstream};
 
 #[derive(Args, Debug)]
@@ -37,6 +38,11 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer KEY` on /v1/* (default: $TERSE_API_KEY).
     #[arg(long)]
     pub api_key: Option<String>,
+    /// A TOML file of strategy presets: `[preset.NAME]` tables in --strategy-config's
+    /// format (requests use them as `MODEL+NAME` or `"terse": {"strategy": NAME}`) and
+    /// an `[effort]` table mapping reasoning_effort levels to a preset or a chain.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     /// The model name clients send (default: the upstream model, else the alias or the
     /// file's stem).
     #[arg(long)]
@@ -87,6 +93,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
             sampling,
             max_tokens: args.sampling.max_tokens,
             strategy: args.strategy.spec()?,
+            presets: match &args.config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading --config {}", path.display()))?;
+                    Presets::from_toml(&text)
+                        .with_context(|| format!("--config {}", path.display()))?
+                }
+                None => Presets::default(),
+            },
         },
     };
     let loader: terse_server::Loader = match args.upstream {
