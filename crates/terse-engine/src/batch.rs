@@ -30,7 +30,7 @@ use crate::steer::{
     Action, ProbeEnd, ProbeRequest, ProbeResult, Steering, SteeringReserve, TokenEvent, TopLogprob,
 };
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use terse_tokenizer::{StreamDecoder, Tokenizer};
 
 /// One generation to run.
@@ -289,11 +289,14 @@ impl BatchScheduler {
             .collect();
         let tokenizer = engine.tokenizer().clone();
         let ctx_size = engine.ctx_size();
+        let rows: usize = spans.iter().map(|s| s.tokens.len()).sum();
+        let pass_start = Instant::now();
         if let Err(err) = engine.forward(&spans) {
             self.abort_running(engine);
             return Err(err);
         }
         drop(spans);
+        self.attribute_pass_time(pass_start.elapsed(), rows);
         let n_running = self.running.len();
 
         // Requests first: each samples a token and its steering may act.
@@ -415,6 +418,27 @@ impl BatchScheduler {
             }
         }
         Ok(finished)
+    }
+
+    /// Splits one forward pass's time between the running requests by the rows each
+    /// (with its probes) fed it; called before the inputs are cleared.
+    fn attribute_pass_time(&mut self, elapsed: Duration, rows: usize) {
+        if rows == 0 {
+            return;
+        }
+        let per_row = elapsed.as_secs_f64() / rows as f64;
+        for r in &mut self.running {
+            let probe_rows: usize = self
+                .probes
+                .iter()
+                .filter(|p| p.parent == r.id)
+                .map(|p| p.input.len())
+                .sum();
+            let own = Duration::from_secs_f64(per_row * r.input.len() as f64);
+            let probes = Duration::from_secs_f64(per_row * probe_rows as f64);
+            r.stats.forward_time += own + probes;
+            r.stats.probe_forward_time += probes;
+        }
     }
 
     /// Frees a request's sequence, its live probes and its reservation.

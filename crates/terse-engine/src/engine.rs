@@ -141,6 +141,13 @@ pub struct GenerationStats {
     pub generated_tokens: usize,
     pub prefill_time: Duration,
     pub decode_time: Duration,
+    /// This generation's share of the batched forward passes it ran in, its probes'
+    /// included: each pass's time split by the rows each sequence fed it. A pass costs
+    /// less than linearly in rows, so shares of small additions (probes) are upper
+    /// bounds.
+    pub forward_time: Duration,
+    /// The part of `forward_time` that fed this generation's probes.
+    pub probe_forward_time: Duration,
 }
 
 impl GenerationStats {

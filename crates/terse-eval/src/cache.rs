@@ -135,6 +135,7 @@ mod tests {
             stop_reason: "eos".into(),
             events: Vec::new(),
             latency_s: 0.25,
+            engine_time: None,
             logprobs: Vec::new(),
         }
     }

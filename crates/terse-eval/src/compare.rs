@@ -127,8 +127,12 @@ pub struct PairStat {
     /// Per-answer latency, other / baseline.
     #[serde(default)]
     pub latency_ratio: Option<RatioCi>,
-    /// The runs' wall times, other / baseline (not paired; comparable only when both
-    /// ran fresh on an equally loaded machine).
+    /// Engine forward-pass time per answer (its probes included), other / baseline;
+    /// only when every paired answer carries it (local engine).
+    #[serde(default)]
+    pub forward_time_ratio: Option<RatioCi>,
+    /// The runs' wall times, other / baseline, when both ran the same problems (not
+    /// paired; comparable only when both ran fresh on an equally loaded machine).
     #[serde(default)]
     pub wall_ratio: Option<f64>,
 }
@@ -208,6 +212,8 @@ fn pair(baseline: &LoadedRun, other: &LoadedRun, options: &CompareOptions) -> Pa
         stats::paired_bootstrap_ratio(&base, &other, options.bootstrap_iterations, options.seed)
     };
     let (base_tokens, other_tokens) = column(&|r| r.usage.output_tokens as f64);
+    // Wall times of runs over different problem sets say nothing about each other.
+    let same_problems = n == baseline.records.len() && n == other.records.len();
     PairStat {
         baseline: baseline.label.clone(),
         other: other.label.clone(),
@@ -223,7 +229,12 @@ fn pair(baseline: &LoadedRun, other: &LoadedRun, options: &CompareOptions) -> Pa
         token_ratio: ratio((base_tokens, other_tokens)),
         cost_ratio: ratio(column(&|r| r.usage.cost_tokens() as f64)),
         latency_ratio: ratio(column(&|r| r.latency_s)),
-        wall_ratio: (baseline.summary.wall_s > 0.0 && other.summary.wall_s > 0.0)
+        forward_time_ratio: matched
+            .iter()
+            .all(|(b, o)| b.engine_time.is_some() && o.engine_time.is_some())
+            .then(|| ratio(column(&|r| r.engine_time.map_or(0.0, |t| t.forward_s))))
+            .flatten(),
+        wall_ratio: (same_problems && baseline.summary.wall_s > 0.0 && other.summary.wall_s > 0.0)
             .then(|| other.summary.wall_s / baseline.summary.wall_s),
     }
 }
@@ -250,7 +261,7 @@ impl Comparison {
             );
         }
         if !self.pairs.is_empty() {
-            md.push_str("\n| vs baseline | paired | Δ accuracy | only baseline / only other right | McNemar p | cost-token ratio [95% CI] | output-token ratio [95% CI] | latency ratio [95% CI] | wall ratio |\n|---|---|---|---|---|---|---|---|---|\n");
+            md.push_str("\n| vs baseline | paired | Δ accuracy | only baseline / only other right | McNemar p | cost-token ratio [95% CI] | output-token ratio [95% CI] | latency ratio [95% CI] | forward-time ratio [95% CI] | wall ratio |\n|---|---|---|---|---|---|---|---|---|---|\n");
             for p in &self.pairs {
                 let diff = p
                     .accuracy_diff
@@ -262,7 +273,7 @@ impl Comparison {
                 };
                 let _ = writeln!(
                     md,
-                    "| {} vs {} | {} | {} | {} / {} | {:.4} | {} | {} | {} | {} |",
+                    "| {} vs {} | {} | {} | {} / {} | {:.4} | {} | {} | {} | {} | {} |",
                     md_cell(&p.other),
                     md_cell(&p.baseline),
                     p.n_paired,
@@ -273,6 +284,7 @@ impl Comparison {
                     ratio(p.cost_ratio),
                     ratio(p.token_ratio),
                     ratio(p.latency_ratio),
+                    ratio(p.forward_time_ratio),
                     p.wall_ratio.map_or("–".to_string(), |w| format!("{w:.3}")),
                 );
             }
@@ -375,6 +387,20 @@ mod tests {
         let ratio = p.token_ratio.unwrap();
         assert!((ratio.ratio - 300.0 / 600.0).abs() < 1e-12);
         assert!(ratio.lo <= ratio.ratio && ratio.ratio <= ratio.hi);
+        assert_eq!(p.wall_ratio, None, "different problem sets");
+    }
+
+    #[test]
+    fn wall_times_are_compared_only_over_the_same_problems() {
+        let base = run("base", &[("a", true, 100), ("b", true, 200)]);
+        let mut other = run("other", &[("b", true, 50), ("a", true, 50)]);
+        other.summary.wall_s = 0.5;
+        let comparison = compare(&[base, other], &CompareOptions::default());
+        assert_eq!(comparison.pairs[0].wall_ratio, Some(0.5));
+        assert_eq!(
+            comparison.pairs[0].forward_time_ratio, None,
+            "no engine times"
+        );
     }
 
     #[test]

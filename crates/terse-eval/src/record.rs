@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use terse_reason::{SamplerConfig, StrategyEvent, Usage};
+use terse_reason::{EngineTime, SamplerConfig, StrategyEvent, Usage};
 
 /// File name of the records inside a run directory.
 pub const RECORDS_FILE: &str = "records.jsonl";
@@ -43,6 +43,9 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<StrategyEvent>,
     pub latency_s: f64,
+    /// The local engine's forward-pass time of this answer and its probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_time: Option<EngineTime>,
     pub sampling: SamplerConfig,
     pub max_tokens: u32,
     /// The strategy chain (`none`, `loop-guard+early-exit`, …).
@@ -214,6 +217,7 @@ pub(crate) mod tests {
             stop_reason: "eos".into(),
             events: Vec::new(),
             latency_s: 0.5,
+            engine_time: None,
             sampling: SamplerConfig::greedy(),
             max_tokens: 1024,
             strategy: "none".into(),

@@ -77,6 +77,10 @@ pub struct Summary {
     /// Cost tokens divided by the number of correct answers.
     #[serde(default)]
     pub cost_per_correct: Option<f64>,
+    /// Probes' share of the local engine's forward-pass time over the run's answers
+    /// (each pass split by rows, so an upper bound); `None` on a remote backend.
+    #[serde(default)]
+    pub probe_forward_share: Option<f64>,
     /// How often each stop reason ended an answer.
     #[serde(default)]
     pub stop_reasons: BTreeMap<String, usize>,
@@ -178,6 +182,7 @@ impl Summary {
             injected_tokens_mean: stats::mean(&per_record(&|r| r.usage.injected_tokens)),
             prompt_cached_tokens_mean: stats::mean(&per_record(&|r| r.usage.prompt_cached_tokens)),
             cost_per_correct: (correct > 0).then(|| cost_tokens_total as f64 / correct as f64),
+            probe_forward_share: probe_forward_share(records),
             stop_reasons,
             latency_mean_s: stats::mean(&latency),
             latency_p50_s: stats::median(&latency),
@@ -204,6 +209,17 @@ impl Summary {
 }
 
 /// pass@k and eff@k averaged over problems that have at least k samples.
+/// Probe forward time over all forward time, over the records that carry it.
+fn probe_forward_share(records: &[Record]) -> Option<f64> {
+    let (probe, all) = records
+        .iter()
+        .filter_map(|r| r.engine_time)
+        .fold((0.0, 0.0), |(p, a), t| {
+            (p + t.probe_forward_s, a + t.forward_s)
+        });
+    (all > 0.0).then(|| probe / all)
+}
+
 fn sample_metrics(
     by_problem: &HashMap<&str, Vec<&Record>>,
     max_samples: usize,
@@ -364,6 +380,11 @@ pub fn render_report(summary: &Summary, records: &[Record]) -> String {
             fmt_opt(s.cost_per_correct, 1),
         ),
         (
+            "probes' share of forward-pass time (upper bound)",
+            s.probe_forward_share
+                .map_or("n/a".into(), |share| format!("{:.1}%", 100.0 * share)),
+        ),
+        (
             "stop reasons",
             s.stop_reasons
                 .iter()
@@ -457,6 +478,30 @@ mod tests {
     use super::*;
     use crate::extract::Rule;
     use crate::record::tests::record;
+    use terse_reason::EngineTime;
+
+    #[test]
+    fn the_probe_share_is_probe_time_over_all_forward_time_of_the_timed_records() {
+        let mut records = vec![
+            record("a", true, 100),
+            record("b", true, 100),
+            record("c", false, 100),
+        ];
+        assert_eq!(
+            Summary::from_records("x", &records, 1.0).probe_forward_share,
+            None
+        );
+        records[0].engine_time = Some(EngineTime {
+            forward_s: 3.0,
+            probe_forward_s: 0.5,
+        });
+        records[1].engine_time = Some(EngineTime {
+            forward_s: 1.0,
+            probe_forward_s: 0.5,
+        });
+        let s = Summary::from_records("x", &records, 1.0);
+        assert_eq!(s.probe_forward_share, Some(0.25));
+    }
 
     #[test]
     fn summary_counts_accuracy_tokens_and_rules() {

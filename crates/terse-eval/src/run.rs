@@ -334,6 +334,7 @@ fn answer_one(
         stop_reason: completion.stop_reason,
         events: completion.events,
         latency_s: completion.latency_s,
+        engine_time: completion.engine_time,
         sampling: request.sampling,
         max_tokens: config.max_tokens,
         strategy: config.strategy.to_string(),

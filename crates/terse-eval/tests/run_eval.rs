@@ -113,6 +113,7 @@ impl Backend for ScriptedAnswerer {
             stop_reason: "eos".into(),
             events: Vec::new(),
             latency_s: 0.5,
+            engine_time: None,
             logprobs: Vec::new(),
         })
     }

@@ -161,8 +161,22 @@ pub struct Completion {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<StrategyEvent>,
     pub latency_s: f64,
+    /// Where the local engine's time went; `None` on a remote server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_time: Option<EngineTime>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logprobs: Vec<TokenLogprob>,
+}
+
+/// This completion's share of the local engine's batched forward passes: each pass's
+/// time split by the rows each sequence fed it. A pass costs less than linearly in its
+/// rows, so the probes' share is an upper bound of what they cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineTime {
+    /// Forward-pass seconds of the answer's sequence and its probes.
+    pub forward_s: f64,
+    /// The part of `forward_s` that fed the probes.
+    pub probe_forward_s: f64,
 }
 
 /// Which part of the answer a streamed piece belongs to.

@@ -10,8 +10,8 @@
 
 use crate::strategy::{Runner, TokenIds};
 use crate::{
-    Backend, BackendError, Capabilities, Completion, CompletionRequest, Finish, PieceKind, Prompt,
-    Sink, Usage,
+    Backend, BackendError, Capabilities, Completion, CompletionRequest, EngineTime, Finish,
+    PieceKind, Prompt, Sink, Usage,
 };
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -379,6 +379,10 @@ impl LocalBackend {
             stop_reason,
             events,
             latency_s: start.elapsed().as_secs_f64(),
+            engine_time: Some(EngineTime {
+                forward_s: generation.stats.forward_time.as_secs_f64(),
+                probe_forward_s: generation.stats.probe_forward_time.as_secs_f64(),
+            }),
             logprobs,
         })
     }

@@ -306,6 +306,7 @@ impl OpenAiBackend {
             stop_reason: out.stop_reason,
             events: out.events,
             latency_s: start.elapsed().as_secs_f64(),
+            engine_time: None,
             logprobs: out.logprobs,
         })
     }
@@ -463,6 +464,7 @@ fn parse_chat(v: &Value, latency: Duration) -> Result<Completion, String> {
         .into(),
         events: Vec::new(),
         latency_s: latency.as_secs_f64(),
+        engine_time: None,
         logprobs: Vec::new(),
     })
 }

@@ -4,12 +4,13 @@
 //!
 //! Endpoints: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`,
 //! `GET /health` (503 while the model loads, 200 after) and `GET /metrics`
-//! (Prometheus, see [`metrics`](crate::metrics)). With an API key, `/v1/*` needs
+//! (Prometheus: requests running and waiting, token counters, latency histograms,
+//! terse's probe, injected and cost tokens and stop reasons by strategy). With an API key, `/v1/*` needs
 //! `Authorization: Bearer KEY`; `/health` and `/metrics` stay open.
 //!
 //! The server listens at once and loads the model on a blocking thread (so a health
 //! check sees 503, then 200). Requests map onto [`terse_reason::CompletionRequest`] in
-//! one place ([`api`](crate::api)); strategies are chosen by the `terse` extension
+//! one place (the `api` module); strategies are chosen by the `terse` extension
 //! object, a `MODEL+strategy` suffix or `reasoning_effort` ([`strategy`]). Up to
 //! `max_sequences` sequences share the engine's batch; `max_queue` more may wait, and
 //! beyond that a request gets a 429.

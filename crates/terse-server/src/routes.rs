@@ -206,7 +206,7 @@ enum Event {
     },
     Done {
         choice: usize,
-        result: Result<Completion, ApiError>,
+        result: Box<Result<Completion, ApiError>>,
     },
 }
 
@@ -250,7 +250,10 @@ fn launch(
             if let Ok(c) = &result {
                 metrics::completion(&strategy, c, start.elapsed().as_secs_f64());
             }
-            let _ = tx.send(Event::Done { choice, result });
+            let _ = tx.send(Event::Done {
+                choice,
+                result: Box::new(result),
+            });
             drop(admission);
         });
     }
@@ -268,7 +271,7 @@ async fn whole(
         match events.recv().await {
             Some(Event::Piece { .. }) => {}
             Some(Event::Done { choice, result }) => {
-                done[choice] = Some(result?);
+                done[choice] = Some((*result)?);
             }
             None => return Err(ApiError::internal("the engine stopped before answering")),
         }
@@ -331,7 +334,7 @@ fn stream(
                         return;
                     }
                 }
-                Some(Event::Done { choice, result }) => match result {
+                Some(Event::Done { choice, result }) => match *result {
                     Ok(c) => {
                         let chunk = envelope.finish_chunk(choice, &c, plan.request.logprobs, usage);
                         if !send(chunk).await {

@@ -227,7 +227,9 @@ async fn a_model_suffix_selects_the_strategy() {
     .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["usage"]["terse"]["strategy"], "budget");
-    assert_eq!(v["usage"]["terse"]["stop_reason"], "budget");
+    // The budget cut the answer (what ended it then, the box closing or EOS, is the
+    // model's choice).
+    assert_eq!(v["usage"]["terse"]["events"][0]["kind"], "budget", "{v}");
     assert!(v["usage"]["terse"]["injected_tokens"].as_u64().unwrap_or(0) > 0);
     assert_eq!(v["model"], "qwen2.5-coder-0.5b+budget");
 }
@@ -299,14 +301,17 @@ async fn a_client_that_disconnects_cancels_its_generation() {
     resp.chunk().await.expect("a first chunk");
     resp.chunk().await.expect("a second chunk");
     drop(resp);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // The series counts the request when the engine has ended its sequence (and freed
+    // its KV cache).
+    let left = Instant::now();
     while metric(base, series).await <= before {
         assert!(
-            Instant::now() < deadline,
+            left.elapsed() < Duration::from_secs(10),
             "the generation was not cancelled within 10 s"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    println!("cancelled {:?} after the client left", left.elapsed());
 }
 
 #[tokio::test]

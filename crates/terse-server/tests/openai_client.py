@@ -123,19 +123,19 @@ def test_logprobs():
 def test_strategy_via_extra_body():
     r = chat(extra_body={"terse": {"strategy": "budget", "options": {"reasoning_tokens": 2}}})
     t = terse_usage(r)
-    assert t["strategy"] == "budget" and t["stop_reason"] == "budget", t
-    assert t["injected_tokens"] > 0 and t["events"][0]["kind"] == "budget"
+    assert t["strategy"] == "budget" and t["events"][0]["kind"] == "budget", t
+    assert t["injected_tokens"] > 0
 
 
 def test_strategy_via_model_suffix():
     r = chat(model=MODEL + "+budget", extra_body={"thinking_token_budget": 2})
     assert r.model == MODEL + "+budget"
-    assert terse_usage(r)["stop_reason"] == "budget"
+    assert terse_usage(r)["events"][0]["kind"] == "budget", terse_usage(r)
 
 
 def test_reasoning_effort():
     t = terse_usage(chat(reasoning_effort="none"))
-    assert t["strategy"] == "budget" and t["stop_reason"] == "budget", t
+    assert t["strategy"] == "budget" and t["events"][0]["kind"] == "budget", t
     assert terse_usage(chat(reasoning_effort="high"))["strategy"] == "none"
     e = expect_400(lambda: chat(extra_body={"reasoning_effort": "extreme"}))
     assert e.body["param"] == "reasoning_effort"

@@ -78,7 +78,7 @@ async fn the_proxy_passes_through_and_runs_strategies_over_a_llama_cpp_server() 
     assert_eq!(status, 200, "{text}");
     let v: Value = serde_json::from_str(&text).expect("JSON");
     assert_eq!(v["usage"]["terse"]["strategy"], "budget");
-    assert_eq!(v["usage"]["terse"]["stop_reason"], "budget", "{v}");
+    assert_eq!(v["usage"]["terse"]["events"][0]["kind"], "budget", "{v}");
 
     // n = 2 is fanned out as two requests.
     let (status, text) = post(&proxy, &body(json!({"n": 2}))).await;
