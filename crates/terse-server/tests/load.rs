@@ -2,7 +2,8 @@
 //! clients all get complete, well-formed streams; with the queue limit set below the
 //! load, the excess gets 429s and nothing else fails. Small on purpose (CI has two
 //! cores): 16 clients × 2 requests of 8 tokens, then 8 clients against a batch of 1
-//! and a queue of 1. Prints requests/s, output tokens/s and time to first token.
+//! and a queue of 1. Prints requests/s, output tokens/s and time to first token. Also
+//! runs the serving benchmark, `scripts/bench-serve.py`, at a tiny scale.
 
 mod common;
 
@@ -125,4 +126,41 @@ async fn concurrent_streams_all_complete_and_only_the_excess_over_the_queue_gets
     let limited = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!(ok + limited, 8, "only 200s and 429s: {statuses:?}");
     assert!(ok >= 2 && limited >= 1, "{statuses:?}");
+}
+
+#[test]
+fn the_serving_benchmark_script_measures_a_real_server() {
+    let base = common::start(common::Options::default());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/bench-serve.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args(["--url", &base, "--model", "qwen2.5-coder-0.5b"])
+        .args([
+            "--clients",
+            "2",
+            "--requests",
+            "4",
+            "--max-tokens",
+            "8",
+            "--json",
+        ])
+        .output()
+        .expect("run scripts/bench-serve.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench-serve.py failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON report");
+    assert_eq!(report["requests"], 4);
+    assert_eq!(report["failed"], 0);
+    assert!(
+        report["output_tokens"].as_u64().unwrap_or(0) >= 4,
+        "{report}"
+    );
+    assert!(
+        report["ttft_p50_s"].as_f64().unwrap_or(-1.0) > 0.0,
+        "{report}"
+    );
 }
