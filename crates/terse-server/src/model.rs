@@ -97,8 +97,9 @@ impl Served {
     }
 
     /// A 400 when the prompt leaves no room to generate, or a biased token is not in
-    /// the vocabulary (the local engine; an upstream checks its own).
-    pub fn check(&self, plan: &Plan) -> Result<(), ApiError> {
+    /// the vocabulary (the local engine; an upstream checks its own). `max_tokens` is
+    /// capped at the context size.
+    pub fn check(&self, plan: &mut Plan) -> Result<(), ApiError> {
         let Served::Local(backend) = self else {
             return Ok(());
         };
@@ -123,6 +124,7 @@ impl Served {
         if tokens >= backend.ctx_size() {
             return Err(ApiError::exceeds_context(tokens, backend.ctx_size()));
         }
+        plan.request.max_tokens = plan.request.max_tokens.min(backend.ctx_size());
         Ok(())
     }
 

@@ -13,6 +13,7 @@ use crate::metrics;
 use crate::model::Served;
 use crate::response::Envelope;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::middleware::Next;
@@ -129,16 +130,26 @@ async fn models(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
     })))
 }
 
-async fn chat(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+/// A body the server could not read (over the 16 MiB limit, a broken upload).
+type Body = Result<Bytes, BytesRejection>;
+
+async fn chat(State(state): State<Arc<AppState>>, body: Body) -> Response {
     respond(state, Endpoint::Chat, body).await
 }
 
-async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn completions(State(state): State<Arc<AppState>>, body: Body) -> Response {
     respond(state, Endpoint::Completions, body).await
 }
 
-async fn respond(state: Arc<AppState>, endpoint: Endpoint, body: Bytes) -> Response {
-    let response = match run(&state, endpoint, &body).await {
+async fn respond(state: Arc<AppState>, endpoint: Endpoint, body: Body) -> Response {
+    let result = match body {
+        Ok(body) => run(&state, endpoint, &body).await,
+        Err(rejection) => Err(ApiError {
+            status: rejection.status(),
+            ..ApiError::invalid(rejection.body_text())
+        }),
+    };
+    let response = match result {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -148,8 +159,8 @@ async fn respond(state: Arc<AppState>, endpoint: Endpoint, body: Bytes) -> Respo
 
 async fn run(state: &Arc<AppState>, endpoint: Endpoint, body: &[u8]) -> Result<Response, ApiError> {
     let backend = state.backend.get().ok_or_else(ApiError::loading)?.clone();
-    let plan = api::plan(endpoint, body, &state.model_name, &state.defaults)?;
-    backend.check(&plan)?;
+    let mut plan = api::plan(endpoint, body, &state.model_name, &state.defaults)?;
+    backend.check(&mut plan)?;
     let admission = Admission::take(state, plan.n)?;
     if let Some(proxy) = backend.pass_through(&plan) {
         return proxy.forward(endpoint, body, admission).await;

@@ -126,8 +126,20 @@ async fn malformed_bodies_and_bad_fields_are_400s_in_the_openai_error_shape() {
     }
     let (status, v) = post(base, "/v1/completions", r#"{"prompt": 12}"#).await;
     assert_eq!(status, 400, "{v}");
+    let huge = format!(r#"{{"prompt": "{}"}}"#, "a".repeat(17 << 20));
+    let (status, v) = post(base, "/v1/completions", &huge).await;
+    assert_eq!(status, 413, "a body over 16 MiB");
+    assert_error_shape(&v);
     let (status, _) = post(base, "/v1/chat/completions", &chat_body(json!({}))).await;
     assert_eq!(status, 200, "the server still serves after the 400s");
+    // A max_tokens far beyond the context is capped, not an overflow.
+    let (status, v) = post(
+        base,
+        "/v1/chat/completions",
+        &chat_body(json!({"max_tokens": 1_000_000_000_000_000u64})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
 }
 
 #[tokio::test]
