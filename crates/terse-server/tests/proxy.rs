@@ -80,6 +80,23 @@ async fn the_proxy_passes_through_and_runs_strategies_over_a_llama_cpp_server() 
     assert_eq!(v["usage"]["terse"]["strategy"], "budget");
     assert_eq!(v["usage"]["terse"]["events"][0]["kind"], "budget", "{v}");
 
+    // early-exit's probes run upstream too (each a second request on the prefix).
+    let question = body(json!({
+        "model": "qwen2.5-coder-0.5b+early-exit",
+        "messages": [{"role": "user", "content":
+            "Tom has 3 boxes of 12 pencils and gives away 7 pencils. How many are left?"}],
+        "max_tokens": 40,
+        "terse": {"options": {"every": 16}},
+    }));
+    let (status, text) = post(&proxy, &question).await;
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).expect("JSON");
+    assert!(
+        v["usage"]["terse"]["probes"].as_u64().unwrap_or(0) >= 2,
+        "{v}"
+    );
+    assert_eq!(v["usage"]["terse"]["events"][0]["kind"], "probe", "{v}");
+
     // n = 2 is fanned out as two requests.
     let (status, text) = post(&proxy, &body(json!({"n": 2}))).await;
     assert_eq!(status, 200, "{text}");
