@@ -11,7 +11,7 @@ mod local;
 mod openai;
 pub mod strategy;
 
-pub use local::LocalBackend;
+pub use local::{EngineLoad, LocalBackend};
 pub use openai::OpenAiBackend;
 pub use strategy::{StrategyError, StrategySpec};
 pub use terse_engine::{ChatMessage, SamplerConfig};

@@ -15,6 +15,7 @@ use crate::{
 };
 use sha2::{Digest, Sha256};
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -254,7 +255,27 @@ impl Backend for LocalBackend {
         request: &CompletionRequest,
         sink: Sink<'_>,
     ) -> Result<Completion, BackendError> {
+        self.complete_until(request, &mut |kind, text| {
+            sink(kind, text);
+            true
+        })
+    }
+}
+
+impl LocalBackend {
+    /// Like [`Backend::complete_streaming`], but `sink` answers whether the caller
+    /// still listens: after a `false` the request ends at its next token (stop reason
+    /// `cancelled`), freeing its sequence, probes and KV cache, and the completion so
+    /// far is returned. The server uses this to cancel the generation of a client that
+    /// disconnected.
+    pub fn complete_until(
+        &self,
+        request: &CompletionRequest,
+        sink: &mut (dyn FnMut(PieceKind, &str) -> bool + Send),
+    ) -> Result<Completion, BackendError> {
         let start = Instant::now();
+        let listening = Arc::new(AtomicBool::new(true));
+        let still_listening = listening.clone();
         let rendered = self.render_prompt(request)?;
         let (reply, answer) = mpsc::channel();
         let pieces = reply.clone();
@@ -266,7 +287,8 @@ impl Backend for LocalBackend {
         )
         .with_stop_strings(&request.stop)
         .with_sink(Box::new(move |kind, text| {
-            pieces.send(Reply::Piece(kind, text.to_string())).is_ok()
+            still_listening.load(Ordering::Relaxed)
+                && pieces.send(Reply::Piece(kind, text.to_string())).is_ok()
         }));
         if request.logprobs {
             runner = runner.with_logprobs(request.top_logprobs);
@@ -289,7 +311,11 @@ impl Backend for LocalBackend {
         .map_err(|_| BackendError::DriverStopped)?;
         let generation = loop {
             match answer.recv().map_err(|_| BackendError::DriverStopped)? {
-                Reply::Piece(kind, text) => sink(kind, &text),
+                Reply::Piece(kind, text) => {
+                    if !sink(kind, &text) {
+                        listening.store(false, Ordering::Relaxed);
+                    }
+                }
                 Reply::Done(result) => break result.map_err(BackendError::Generation)?,
             }
         };
@@ -305,6 +331,11 @@ impl Backend for LocalBackend {
             match runner {
                 Some(runner) => {
                     let out = runner.finish(generation.reason);
+                    // `finish` streams the text it held back (a partial stop string or
+                    // think marker): hand that tail to the caller too.
+                    while let Ok(Reply::Piece(kind, text)) = answer.try_recv() {
+                        sink(kind, &text);
+                    }
                     (
                         out.text,
                         out.reasoning,

@@ -1,5 +1,5 @@
-//! The `terse` command line: generate, chat, inspect models, benchmark the engine and
-//! manage the model cache.
+//! The `terse` command line: generate, chat, serve, inspect models, benchmark the engine
+//! and manage the model cache.
 
 mod commands;
 
@@ -37,6 +37,8 @@ enum Command {
     /// Prompt and generation speed like llama-bench, against the memory-bandwidth limit
     /// and optionally llama.cpp itself.
     Bench(Box<commands::bench::BenchArgs>),
+    /// Serve the model over an OpenAI-compatible HTTP API, strategies per request.
+    Serve(Box<commands::serve::ServeArgs>),
     /// Install and list models in the local cache ($TERSE_HOME, default ~/.cache/terse).
     Models(commands::models::ModelsArgs),
 }
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => commands::compare::run(args),
         Command::Oracle(args) => commands::oracle::run(args),
         Command::Bench(args) => commands::bench::run(*args),
+        Command::Serve(args) => commands::serve::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

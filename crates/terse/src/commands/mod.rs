@@ -9,6 +9,7 @@ pub mod grade;
 pub mod info;
 pub mod models;
 pub mod oracle;
+pub mod serve;
 
 use anyhow::{Context, Result};
 use clap::Args;

@@ -1,0 +1,212 @@
+//! What the server answers with: the local engine, or an upstream OpenAI-compatible
+//! server (proxy mode, in front of llama.cpp's server, vLLM, SGLang).
+//!
+//! In proxy mode a request with no strategy and one choice passes through: its body
+//! goes upstream as it came (the `terse` object removed, the upstream's model name
+//! set) and the upstream's answer, streamed or not, comes back byte for byte; its
+//! errors keep their status in the shape of [`ApiError`]. Any other request runs
+//! through [`OpenAiBackend`]: its strategies over streamed text, `n` fanned out as
+//! separate requests. An upstream that cannot be reached is a 502 naming its address.
+//! Only `http://` upstreams are reached (the server is built without TLS).
+
+use crate::api::{Endpoint, Plan};
+use crate::error::ApiError;
+use axum::body::Body;
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use futures_util::StreamExt;
+use serde_json::Value;
+use std::sync::Arc;
+use terse_reason::{
+    Backend, BackendError, Completion, CompletionRequest, EngineLoad, LocalBackend, OpenAiBackend,
+    PieceKind, Prompt,
+};
+
+/// An OpenAI-compatible server to proxy.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Its base URL, with or without `/v1`.
+    pub base_url: String,
+    /// The model name to send it.
+    pub model: String,
+    /// Its Bearer key, if it wants one.
+    pub api_key: Option<String>,
+}
+
+/// What a [`Loader`](crate::Loader) makes.
+pub enum Model {
+    Local(Box<LocalBackend>),
+    Proxy(Upstream),
+}
+
+/// The loaded model, shared by the routes.
+#[derive(Clone)]
+pub enum Served {
+    Local(Arc<LocalBackend>),
+    Proxy(Arc<Proxy>),
+}
+
+pub struct Proxy {
+    /// The base URL without `/v1`.
+    base: String,
+    upstream: Upstream,
+    client: reqwest::Client,
+    backend: OpenAiBackend,
+}
+
+impl From<Model> for Served {
+    fn from(model: Model) -> Self {
+        match model {
+            Model::Local(backend) => Served::Local(Arc::from(backend)),
+            Model::Proxy(upstream) => {
+                let trimmed = upstream.base_url.trim_end_matches('/');
+                let base = trimmed.strip_suffix("/v1").unwrap_or(trimmed).to_string();
+                Served::Proxy(Arc::new(Proxy {
+                    backend: OpenAiBackend::new(&base, &upstream.model, upstream.api_key.clone()),
+                    base,
+                    upstream,
+                    client: reqwest::Client::new(),
+                }))
+            }
+        }
+    }
+}
+
+impl Served {
+    /// The context size, where the server knows it.
+    pub fn ctx_size(&self) -> Option<usize> {
+        match self {
+            Served::Local(b) => Some(b.ctx_size()),
+            Served::Proxy(_) => None,
+        }
+    }
+
+    pub fn load(&self) -> Option<EngineLoad> {
+        match self {
+            Served::Local(b) => Some(b.load()),
+            Served::Proxy(_) => None,
+        }
+    }
+
+    /// The proxy, when `plan` passes through it untouched.
+    pub fn pass_through(&self, plan: &Plan) -> Option<&Arc<Proxy>> {
+        match self {
+            Served::Proxy(p) if plan.request.strategy.stages.is_empty() && plan.n == 1 => Some(p),
+            _ => None,
+        }
+    }
+
+    /// A 400 when the prompt leaves no room to generate, or a biased token is not in
+    /// the vocabulary (the local engine; an upstream checks its own). `max_tokens` is
+    /// capped at the context size.
+    pub fn check(&self, plan: &mut Plan) -> Result<(), ApiError> {
+        let Served::Local(backend) = self else {
+            return Ok(());
+        };
+        let vocab = backend.tokenizer().vocab_size();
+        if let Some((id, _)) = plan
+            .request
+            .sampling
+            .logit_bias
+            .iter()
+            .find(|(id, _)| *id as usize >= vocab)
+        {
+            return Err(ApiError::invalid_param(
+                "logit_bias",
+                format!("token {id} is not in the vocabulary of {vocab} tokens"),
+            ));
+        }
+        let text = backend
+            .render(&plan.request)
+            .map_err(|e| ApiError::invalid_param("messages", e.to_string()))?;
+        let add_bos = matches!(plan.request.prompt, Prompt::Text(_));
+        let tokens = backend.tokenizer().encode(&text, add_bos, true).len();
+        if tokens >= backend.ctx_size() {
+            return Err(ApiError::exceeds_context(tokens, backend.ctx_size()));
+        }
+        plan.request.max_tokens = plan.request.max_tokens.min(backend.ctx_size());
+        Ok(())
+    }
+
+    /// Runs one choice (blocking). On the local engine a `false` from `sink` cancels
+    /// it; through a proxy the request runs to its end.
+    pub fn complete(
+        &self,
+        request: &CompletionRequest,
+        sink: &mut (dyn FnMut(PieceKind, &str) -> bool + Send),
+    ) -> Result<Completion, ApiError> {
+        let result = match self {
+            Served::Local(b) => b.complete_until(request, sink),
+            Served::Proxy(p) => p.backend.complete_streaming(request, &mut |kind, text| {
+                sink(kind, text);
+            }),
+        };
+        result.map_err(|e| match e {
+            BackendError::Http { url, detail } => ApiError::bad_gateway(&url, &detail),
+            BackendError::BadResponse { url, detail } => ApiError::bad_gateway(&url, &detail),
+            BackendError::Strategy(s) => s.into(),
+            other => ApiError::internal(other.to_string()),
+        })
+    }
+}
+
+impl Proxy {
+    /// Sends `body` upstream as it came and answers with the upstream's response;
+    /// `guard` (the request's admission) is held until that response's body has been
+    /// sent or dropped.
+    pub async fn forward(
+        &self,
+        endpoint: Endpoint,
+        body: &[u8],
+        guard: impl Send + Sync + 'static,
+    ) -> Result<Response, ApiError> {
+        let mut value: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::invalid(format!("malformed JSON body: {e}")))?;
+        if let Value::Object(map) = &mut value {
+            map.remove("terse");
+            map.insert("model".into(), Value::String(self.upstream.model.clone()));
+        }
+        let path = match endpoint {
+            Endpoint::Chat => "/v1/chat/completions",
+            Endpoint::Completions => "/v1/completions",
+        };
+        let url = format!("{}{path}", self.base);
+        let mut request = self.client.post(&url).json(&value);
+        if let Some(key) = &self.upstream.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| ApiError::bad_gateway(&url, &e.to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+                .unwrap_or(text);
+            return Err(ApiError::upstream(
+                StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+                &url,
+                &message,
+            ));
+        }
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_string();
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from_stream(response.bytes_stream().map(
+                move |chunk| {
+                    let _held = &guard;
+                    chunk
+                },
+            )))
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+}

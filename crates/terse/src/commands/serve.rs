@@ -1,0 +1,136 @@
+//! `terse serve`: the OpenAI-compatible server on the local engine, or in front of
+//! another OpenAI-compatible server (`--upstream`). Parses the flags and hands them to
+//! `terse-server`.
+
+use super::{ModelArgs, SamplingArgs, StrategyArgs};
+use anyhow::{Context, Result};
+use clap::Args;
+use std::io::IsTerminal;
+use terse_reason::LocalBackend;
+use terse_server::strategy::Presets;
+use terse_server::{Defaults, Model, ServerConfig, Upstream};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Defaults for the sampling fields a request leaves out (`-n` is the default
+    /// `max_tokens`).
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// The strategy of requests that name none (they choose theirs with the `terse`
+    /// object, a `MODEL+strategy` name or `reasoning_effort`).
+    #[command(flatten)]
+    pub strategy: StrategyArgs,
+    /// Sequences decoded together in the engine's batch (in proxy mode: requests sent
+    /// upstream at once).
+    #[arg(long, default_value_t = 8)]
+    pub max_sequences: usize,
+    /// Sequences that may wait for the batch; beyond that requests get a 429.
+    #[arg(long, default_value_t = 256)]
+    pub max_queue: usize,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0 = any free port).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Require `Authorization: Bearer KEY` on /v1/* (default: $TERSE_API_KEY).
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// A TOML file of strategy presets: `[preset.NAME]` tables in --strategy-config's
+    /// format (requests use them as `MODEL+NAME` or `"terse": {"strategy": NAME}`) and
+    /// an `[effort]` table mapping reasoning_effort levels to a preset or a chain.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// The model name clients send (default: the upstream model, else the alias or the
+    /// file's stem).
+    #[arg(long)]
+    pub served_model_name: Option<String>,
+    /// Proxy this OpenAI-compatible server (`http://HOST:PORT[/v1]`: llama.cpp's
+    /// server, vLLM, SGLang) instead of running a local model.
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// The model name to send upstream (default: the served model name).
+    #[arg(long, requires = "upstream")]
+    pub upstream_model: Option<String>,
+    /// The upstream's Bearer key.
+    #[arg(long, requires = "upstream")]
+    pub api_key_upstream: Option<String>,
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    // Logs to stderr, `RUST_LOG` to change what (default: info).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+    let sampling = args.sampling.config()?;
+    anyhow::ensure!(
+        args.max_sequences >= 1,
+        "--max-sequences must be at least 1"
+    );
+    let api_key = args
+        .api_key
+        .clone()
+        .or_else(|| std::env::var("TERSE_API_KEY").ok());
+    let model_name = args
+        .served_model_name
+        .clone()
+        .or_else(|| args.upstream_model.clone())
+        .unwrap_or_else(|| args.model.short_name());
+    let config = ServerConfig {
+        host: args.host.clone(),
+        port: args.port,
+        model_name: model_name.clone(),
+        api_key,
+        max_sequences: args.max_sequences,
+        max_queue: args.max_queue,
+        defaults: Defaults {
+            sampling,
+            max_tokens: args.sampling.max_tokens,
+            strategy: args.strategy.spec()?,
+            presets: match &args.config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading --config {}", path.display()))?;
+                    Presets::from_toml(&text)
+                        .with_context(|| format!("--config {}", path.display()))?
+                }
+                None => Presets::default(),
+            },
+        },
+    };
+    let loader: terse_server::Loader = match args.upstream {
+        Some(base_url) => {
+            let upstream = Upstream {
+                base_url,
+                model: args.upstream_model.unwrap_or(model_name),
+                api_key: args.api_key_upstream,
+            };
+            Box::new(move || Ok(Model::Proxy(upstream)))
+        }
+        None => {
+            let model = args.model.clone();
+            let max_sequences = args.max_sequences;
+            Box::new(move || {
+                // Every sequence of the batch may reach the full context.
+                let ctx = if model.ctx_size == 0 {
+                    4096
+                } else {
+                    model.ctx_size
+                };
+                let engine = model
+                    .load_with_kv_capacity(max_sequences * ctx)
+                    .map_err(|e| format!("{e:#}"))?;
+                LocalBackend::new(engine, max_sequences)
+                    .map(|b| Model::Local(Box::new(b)))
+                    .map_err(|e| e.to_string())
+            })
+        }
+    };
+    Ok(terse_server::serve(config, loader)?)
+}

@@ -1,0 +1,69 @@
+//! `terse serve` as a user starts it: the flags parse, it listens, turns healthy, takes
+//! its key from `TERSE_API_KEY`, reads strategy presets from `--config` and answers a
+//! chat on the default model.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+#[test]
+fn terse_serve_listens_takes_the_key_from_the_environment_and_a_preset_from_its_config() {
+    let port = common::free_port();
+    let config = std::env::temp_dir().join(format!("terse-serve-{port}.toml"));
+    std::fs::write(
+        &config,
+        "[preset.tiny]\nstrategy = \"budget\"\n[preset.tiny.budget]\nreasoning_tokens = 2\n",
+    )
+    .expect("write the config");
+    let log = std::env::temp_dir().join(format!("terse-serve-{port}.log"));
+    let log_file = std::fs::File::create(&log).expect("a log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_terse"))
+        .args(["serve", "--port", &port.to_string(), "-c", "512", "-t", "2"])
+        .args(["--max-sequences", "2", "--max-queue", "4", "-n", "6"])
+        .arg("--config")
+        .arg(&config)
+        .env("TERSE_API_KEY", "cli-key")
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("start terse serve");
+    let mut server = common::Server(child);
+    common::wait_until_healthy(&mut server, port, Some(&log));
+    let base = format!("http://127.0.0.1:{port}");
+    match ureq::get(&format!("{base}/v1/models")).call() {
+        Err(ureq::Error::Status(code, _)) => assert_eq!(code, 401),
+        other => panic!("expected a 401 without the key, got {other:?}"),
+    }
+    let body = serde_json::json!({
+        "model": "qwen2.5-coder-0.5b",
+        "messages": [{"role": "user", "content": "Say hi."}],
+        "temperature": 0,
+    });
+    let resp = ureq::post(&format!("{base}/v1/chat/completions"))
+        .set("Authorization", "Bearer cli-key")
+        .set("Content-Type", "application/json")
+        .send_string(&body.to_string())
+        .expect("a chat answer");
+    let v: serde_json::Value =
+        serde_json::from_str(&resp.into_string().expect("a body")).expect("JSON");
+    assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");
+    // `-n 6` is the default max_tokens.
+    assert!(
+        v["usage"]["completion_tokens"].as_u64().unwrap_or(99) <= 6,
+        "{v}"
+    );
+    let preset = serde_json::json!({
+        "model": "qwen2.5-coder-0.5b+tiny",
+        "messages": [{"role": "user", "content": "Say hi."}],
+        "temperature": 0,
+    });
+    let resp = ureq::post(&format!("{base}/v1/chat/completions"))
+        .set("Authorization", "Bearer cli-key")
+        .send_string(&preset.to_string())
+        .expect("a chat answer with the preset");
+    let v: serde_json::Value =
+        serde_json::from_str(&resp.into_string().expect("a body")).expect("JSON");
+    assert_eq!(v["usage"]["terse"]["strategy"], "budget", "{v}");
+    // The preset's budget of 2 reasoning tokens cut the answer.
+    assert_eq!(v["usage"]["terse"]["events"][0]["kind"], "budget", "{v}");
+}
