@@ -44,13 +44,13 @@ use terse_reason::{StrategyError, StrategySpec};
 /// | `none`    | `budget`, `reasoning_tokens=1` (answer at once) |
 /// | `minimal` | `budget`, `reasoning_tokens=128`           |
 /// | `low`     | `budget`, `reasoning_tokens=512`           |
-/// | `medium`  | `early-exit` (its defaults: stop once the probed answer settles) |
+/// | `medium`  | `loop-guard` (cuts an answer that repeats itself; early exit's defaults lost accuracy on the default models, see `docs/strategies`) |
 /// | `high`    | `none` (the model reasons as long as it wants) |
 pub const EFFORT_PRESETS: &[(&str, &str, &[&str])] = &[
     ("none", "budget", &["reasoning_tokens=1"]),
     ("minimal", "budget", &["reasoning_tokens=128"]),
     ("low", "budget", &["reasoning_tokens=512"]),
-    ("medium", "early-exit", &[]),
+    ("medium", "loop-guard", &[]),
     ("high", "none", &[]),
 ];
 
