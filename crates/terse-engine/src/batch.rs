@@ -17,6 +17,13 @@
 //! Prompts go through the [`PrefixCache`]: a prefix another request already prefilled
 //! is forked instead of computed again.
 //!
+//! Siblings ([`BatchScheduler::submit_siblings`]: several generations of one prompt,
+//! as self-consistency and `n > 1` draw them) are admitted together; the first
+//! prefills the prompt, and right after that pass each other one forks its KV cache
+//! one position short of the end, so it computes only the prompt's last token (whose
+//! logits it needs) and then decodes on its own. The prompt is prefilled once for
+//! the whole group.
+//!
 //! Results do not depend on the batch: every kernel computes each (row, token) pair
 //! alone, attention never crosses sequences, and every steering decision depends only
 //! on the request's own tokens, so a request's tokens are the same as from
@@ -122,6 +129,13 @@ impl std::fmt::Debug for Generation {
     }
 }
 
+/// A request waiting for a slot, with the siblings admitted with it.
+struct Waiting {
+    id: RequestId,
+    request: GenerationRequest,
+    siblings: Vec<(RequestId, GenerationRequest)>,
+}
+
 struct Running {
     id: RequestId,
     seq: SeqId,
@@ -148,6 +162,74 @@ struct Running {
     stats: GenerationStats,
     usage: TokenUsage,
     admitted: Instant,
+    /// Siblings admitted with this request, forked once its prompt is prefilled.
+    siblings: Vec<(RequestId, GenerationRequest, usize)>,
+}
+
+impl Running {
+    /// A request admitted on `seq`, which already holds the prompt's first `pos`
+    /// positions.
+    fn start(
+        id: RequestId,
+        request: GenerationRequest,
+        seq: SeqId,
+        pos: usize,
+        reserved_blocks: usize,
+        ctx_size: usize,
+    ) -> Running {
+        let reserve = request
+            .steering
+            .as_ref()
+            .map(|s| s.reserve())
+            .unwrap_or_default();
+        Running {
+            id,
+            seq,
+            pos,
+            prompt_done: false,
+            sampler: request.sampler,
+            // A generation also stops where the next token would not fit in the
+            // context; it reports MaxTokens then, as the limit it hit.
+            max_tokens: request.max_tokens.min(ctx_size - request.prompt.len()),
+            stats: GenerationStats {
+                prompt_tokens: request.prompt.len(),
+                ..GenerationStats::default()
+            },
+            input: request.prompt[pos..].to_vec(),
+            usage: TokenUsage {
+                prompt: request.prompt.len(),
+                prompt_cached: pos,
+                ..TokenUsage::default()
+            },
+            prompt: request.prompt,
+            tokens: Vec::new(),
+            steering: request.steering,
+            reserve,
+            decoder: StreamDecoder::new(),
+            pending_probes: Vec::new(),
+            live_probes: 0,
+            reserved_blocks,
+            admitted: Instant::now(),
+            siblings: Vec::new(),
+        }
+    }
+}
+
+/// The answer to a request that may not sample a single token.
+fn empty_generation(request: GenerationRequest) -> Generation {
+    Generation {
+        tokens: Vec::new(),
+        reason: StopReason::MaxTokens,
+        stats: GenerationStats {
+            prompt_tokens: request.prompt.len(),
+            ..GenerationStats::default()
+        },
+        usage: TokenUsage {
+            prompt: request.prompt.len(),
+            ..TokenUsage::default()
+        },
+        steering: request.steering,
+    }
 }
 
 struct Probe {
@@ -167,7 +249,7 @@ struct Probe {
 /// Runs many generations together; see the module documentation.
 pub struct BatchScheduler {
     max_sequences: usize,
-    waiting: VecDeque<(RequestId, GenerationRequest)>,
+    waiting: VecDeque<Waiting>,
     running: Vec<Running>,
     probes: Vec<Probe>,
     reserved_blocks: usize,
@@ -202,9 +284,45 @@ impl BatchScheduler {
 
     /// Queues a request; it starts on a later step.
     pub fn submit(&mut self, request: GenerationRequest) -> RequestId {
+        let id = self.next_request_id();
+        self.waiting.push_back(Waiting {
+            id,
+            request,
+            siblings: Vec::new(),
+        });
+        id
+    }
+
+    /// Queues generations of one prompt (each with its own sampler, budget and
+    /// steering) that share the prompt's prefill: see the module documentation.
+    /// Requests whose prompt differs from the first one's are queued on their own.
+    /// Returns their ids in order.
+    pub fn submit_siblings(&mut self, requests: Vec<GenerationRequest>) -> Vec<RequestId> {
+        let ids: Vec<RequestId> = requests.iter().map(|_| self.next_request_id()).collect();
+        let mut requests = ids.iter().copied().zip(requests);
+        let Some((id, first)) = requests.next() else {
+            return ids;
+        };
+        let (siblings, loners): (Vec<_>, Vec<_>) =
+            requests.partition(|(_, r)| r.prompt == first.prompt);
+        self.waiting.push_back(Waiting {
+            id,
+            request: first,
+            siblings,
+        });
+        for (id, request) in loners {
+            self.waiting.push_back(Waiting {
+                id,
+                request,
+                siblings: Vec::new(),
+            });
+        }
+        ids
+    }
+
+    fn next_request_id(&mut self) -> RequestId {
         let id = RequestId(self.next_id);
         self.next_id += 1;
-        self.waiting.push_back((id, request));
         id
     }
 
@@ -218,9 +336,9 @@ impl BatchScheduler {
         self.running.len()
     }
 
-    /// Number of requests waiting for a slot.
+    /// Number of requests waiting for a slot (siblings included).
     pub fn waiting(&self) -> usize {
-        self.waiting.len()
+        self.waiting.iter().map(|w| 1 + w.siblings.len()).sum()
     }
 
     /// Number of probes alive now.
@@ -236,8 +354,27 @@ impl BatchScheduler {
     /// Ends a waiting or running request now (its client went away), freeing its
     /// sequence and probes. Returns whether the request was known.
     pub fn cancel(&mut self, engine: &mut Engine, id: RequestId) -> Result<bool, EngineError> {
-        if let Some(i) = self.waiting.iter().position(|(r, _)| *r == id) {
-            self.waiting.remove(i);
+        for w in self.waiting.iter_mut() {
+            if let Some(i) = w.siblings.iter().position(|(s, _)| *s == id) {
+                w.siblings.remove(i);
+                return Ok(true);
+            }
+        }
+        if let Some(i) = self.waiting.iter().position(|w| w.id == id) {
+            if let Some(w) = self.waiting.remove(i) {
+                // Its siblings still run: the first of them prefills the prompt.
+                let mut siblings = w.siblings.into_iter();
+                if let Some((id, request)) = siblings.next() {
+                    self.waiting.insert(
+                        i,
+                        Waiting {
+                            id,
+                            request,
+                            siblings: siblings.collect(),
+                        },
+                    );
+                }
+            }
             return Ok(true);
         }
         let Some(i) = self.running.iter().position(|r| r.id == id) else {
@@ -377,9 +514,11 @@ impl BatchScheduler {
 
         // Keep the prefixes just prefilled, fork the probes asked for last step, and
         // retire what finished.
+        let mut forked = Vec::new();
         for &i in &new_prompts {
             let r = &self.running[i];
             self.prefix_cache.insert(engine, r.seq, &r.prompt)?;
+            self.fork_siblings(engine, i, &mut forked)?;
         }
         for (i, requests) in to_fork {
             if matches!(outcomes[i], Outcome::Finished(_)) {
@@ -417,6 +556,7 @@ impl BatchScheduler {
                 ));
             }
         }
+        self.running.extend(forked);
         Ok(finished)
     }
 
@@ -466,43 +606,40 @@ impl BatchScheduler {
         engine: &mut Engine,
         finished: &mut Vec<Finished>,
     ) -> Result<(), EngineError> {
-        let total_blocks = engine.kv_cache().shape().capacity_tokens / BLOCK_TOKENS;
-        while self.running.len() < self.max_sequences {
-            let Some((_, request)) = self.waiting.front() else {
-                break;
-            };
-            let blocks = reserved_blocks(engine.ctx_size(), request);
-            while self.reserved_blocks + blocks + self.prefix_cache.held_blocks() > total_blocks
-                && self.prefix_cache.evict_one(engine)?
-            {}
-            if !self.running.is_empty() && self.reserved_blocks + blocks > total_blocks {
+        loop {
+            let occupied: usize = self.running.iter().map(|r| 1 + r.siblings.len()).sum();
+            if occupied >= self.max_sequences {
                 break;
             }
-            let Some((id, request)) = self.waiting.pop_front() else {
+            let Some(w) = self.waiting.front() else {
+                break;
+            };
+            let blocks = reserved_blocks(engine.ctx_size(), &w.request);
+            let alone = self.running.is_empty();
+            if !self.make_room(engine, blocks, alone)? {
+                break;
+            }
+            let Some(Waiting {
+                id,
+                request,
+                siblings,
+            }) = self.waiting.pop_front()
+            else {
                 break;
             };
             if let Some(err) = check_request(engine, &request) {
                 finished.push((id, Err(err)));
+                // They share the prompt, and so its fault.
+                for (sibling, request) in siblings {
+                    if let Some(err) = check_request(engine, &request) {
+                        finished.push((sibling, Err(err)));
+                    }
+                }
                 continue;
             }
-            let usage = TokenUsage {
-                prompt: request.prompt.len(),
-                ..TokenUsage::default()
-            };
             if request.max_tokens == 0 {
-                finished.push((
-                    id,
-                    Ok(Generation {
-                        tokens: Vec::new(),
-                        reason: StopReason::MaxTokens,
-                        stats: GenerationStats {
-                            prompt_tokens: request.prompt.len(),
-                            ..GenerationStats::default()
-                        },
-                        usage,
-                        steering: request.steering,
-                    }),
-                ));
+                finished.push((id, Ok(empty_generation(request))));
+                self.requeue_front(siblings);
                 continue;
             }
             let (seq, pos) = match self.prefix_cache.lookup(&request.prompt) {
@@ -510,41 +647,81 @@ impl BatchScheduler {
                 None => (engine.new_sequence(), 0),
             };
             self.reserved_blocks += blocks;
-            let reserve = request
-                .steering
-                .as_ref()
-                .map(|s| s.reserve())
-                .unwrap_or_default();
-            self.running.push(Running {
+            let mut leader = Running::start(id, request, seq, pos, blocks, engine.ctx_size());
+            // Siblings come along while there are slots and blocks for them; the
+            // rest wait as a group of their own.
+            let mut rest = siblings.into_iter();
+            for (sibling, request) in rest.by_ref() {
+                if request.max_tokens == 0 {
+                    finished.push((sibling, Ok(empty_generation(request))));
+                    continue;
+                }
+                let slots: usize = self
+                    .running
+                    .iter()
+                    .chain(std::iter::once(&leader))
+                    .map(|r| 1 + r.siblings.len())
+                    .sum();
+                let blocks = reserved_blocks(engine.ctx_size(), &request);
+                if slots >= self.max_sequences || !self.make_room(engine, blocks, false)? {
+                    self.requeue_front(std::iter::once((sibling, request)).chain(rest).collect());
+                    break;
+                }
+                self.reserved_blocks += blocks;
+                leader.siblings.push((sibling, request, blocks));
+            }
+            self.running.push(leader);
+        }
+        Ok(())
+    }
+
+    /// Whether a reservation of `blocks` fits (evicting cached prefixes for it); a
+    /// request `alone` in the batch always fits, as the context caps it.
+    fn make_room(
+        &mut self,
+        engine: &mut Engine,
+        blocks: usize,
+        alone: bool,
+    ) -> Result<bool, EngineError> {
+        let total_blocks = engine.kv_cache().shape().capacity_tokens / BLOCK_TOKENS;
+        while self.reserved_blocks + blocks + self.prefix_cache.held_blocks() > total_blocks
+            && self.prefix_cache.evict_one(engine)?
+        {}
+        Ok(alone || self.reserved_blocks + blocks <= total_blocks)
+    }
+
+    /// Puts siblings back at the head of the queue, the first of them prefilling.
+    fn requeue_front(&mut self, siblings: Vec<(RequestId, GenerationRequest)>) {
+        let mut siblings = siblings.into_iter();
+        if let Some((id, request)) = siblings.next() {
+            self.waiting.push_front(Waiting {
                 id,
-                seq,
-                pos,
-                prompt_done: false,
-                sampler: request.sampler,
-                // A generation also stops where the next token would not fit in the
-                // context; it reports MaxTokens then, as the limit it hit.
-                max_tokens: request
-                    .max_tokens
-                    .min(engine.ctx_size() - request.prompt.len()),
-                stats: GenerationStats {
-                    prompt_tokens: request.prompt.len(),
-                    ..GenerationStats::default()
-                },
-                input: request.prompt[pos..].to_vec(),
-                prompt: request.prompt,
-                tokens: Vec::new(),
-                steering: request.steering,
-                reserve,
-                decoder: StreamDecoder::new(),
-                pending_probes: Vec::new(),
-                live_probes: 0,
-                reserved_blocks: blocks,
-                usage: TokenUsage {
-                    prompt_cached: pos,
-                    ..usage
-                },
-                admitted: Instant::now(),
+                request,
+                siblings: siblings.collect(),
             });
+        }
+    }
+
+    /// Forks the siblings of `running[i]`, whose prompt has just been prefilled, one
+    /// position short of its end: each computes the last prompt token itself.
+    fn fork_siblings(
+        &mut self,
+        engine: &mut Engine,
+        i: usize,
+        forked: &mut Vec<Running>,
+    ) -> Result<(), EngineError> {
+        let leader = &mut self.running[i];
+        let at = leader.prompt.len() - 1;
+        for (id, request, blocks) in std::mem::take(&mut leader.siblings) {
+            let seq = engine.fork(leader.seq, at)?;
+            forked.push(Running::start(
+                id,
+                request,
+                seq,
+                at,
+                blocks,
+                engine.ctx_size(),
+            ));
         }
         Ok(())
     }

@@ -99,3 +99,64 @@ fn a_prompt_longer_than_the_context_fails_alone() {
 fn batched_requests_match_alone_at_every_other_kernel_level() {
     rerun_at_other_levels(&["batched_requests_generate_the_same_tokens_as_alone"]);
 }
+
+#[test]
+fn siblings_give_the_same_tokens_as_each_seed_alone_and_prefill_the_prompt_once() {
+    let mut engine = load("qwen2.5-coder-0.5b");
+    let prompt = prompts()[0].clone();
+    let seeds = [11u64, 12, 13, 14, 15];
+    let alone: Vec<Vec<u32>> = seeds
+        .iter()
+        .map(|&seed| {
+            let mut s = sampler(0.9, seed);
+            engine
+                .generate(&prompt, &mut s, 16, |_| true)
+                .expect("generate")
+                .0
+        })
+        .collect();
+    // Five siblings in a batch of three: the group is split.
+    let cached_prefix = prompt.len() / BLOCK_TOKENS * BLOCK_TOKENS;
+    for batch in [8, 3] {
+        let mut scheduler = terse_engine::BatchScheduler::new(batch);
+        let requests = seeds
+            .iter()
+            .map(|&seed| GenerationRequest::new(prompt.clone(), sampler(0.9, seed), 16))
+            .collect();
+        let ids = scheduler.submit_siblings(requests);
+        let before = engine.tokens_processed();
+        let mut results = std::collections::HashMap::new();
+        while !scheduler.is_idle() {
+            for (id, result) in scheduler.step(&mut engine).expect("step") {
+                results.insert(id, result.expect("generation"));
+            }
+        }
+        let processed = (engine.tokens_processed() - before) as usize;
+        let mut computed_prompt = 0;
+        for (i, id) in ids.iter().enumerate() {
+            let g = &results[id];
+            assert_eq!(g.tokens, alone[i], "sibling {i} in a batch of {batch}");
+            computed_prompt += g.usage.prompt - g.usage.prompt_cached;
+        }
+        let sampled: usize = results.values().map(|g| g.usage.sampled).sum();
+        // Each sampled token but the last of each sequence is fed back.
+        assert_eq!(processed, computed_prompt + sampled - seeds.len());
+        let usage: Vec<_> = ids.iter().map(|id| results[id].usage).collect();
+        if batch >= seeds.len() {
+            // The prompt once, then its last token once per sibling.
+            assert_eq!(computed_prompt, prompt.len() + seeds.len() - 1, "{usage:?}");
+        } else {
+            // Split: later ones fork the first's prefix (from the cache at worst).
+            assert_eq!(usage[0].prompt_cached, 0);
+            assert!(
+                usage[1..].iter().all(|u| u.prompt_cached >= cached_prefix),
+                "{usage:?}"
+            );
+        }
+        scheduler.clear_prefix_cache(&mut engine).expect("clear");
+        assert_eq!(
+            engine.kv_cache().free_block_count() * BLOCK_TOKENS,
+            engine.kv_cache().shape().capacity_tokens
+        );
+    }
+}

@@ -7,6 +7,7 @@
 //! server ([`OpenAiBackend`]: llama.cpp's server, vLLM, SGLang, where the same
 //! strategies run over streamed text). The strategies live in [`strategy`].
 
+pub mod consistency;
 mod local;
 mod openai;
 pub mod strategy;
@@ -245,8 +246,25 @@ pub trait Backend: Send + Sync {
         sink: Sink<'_>,
     ) -> Result<Completion, BackendError>;
 
-    /// Runs the request to the end.
+    /// Runs the request to the end; a strategy that draws several traces
+    /// ([`consistency`]) runs them through [`Backend::complete_siblings`].
     fn complete(&self, request: &CompletionRequest) -> Result<Completion, BackendError> {
-        self.complete_streaming(request, &mut |_, _| {})
+        match request.strategy.consistency() {
+            Some(options) => consistency::complete(self, request, options),
+            None => self.complete_streaming(request, &mut |_, _| {}),
+        }
+    }
+
+    /// Runs several requests for the same prompt (siblings: self-consistency's
+    /// traces, `n > 1`), in order. A backend that can share the prompt's prefill
+    /// between them runs them together; this default runs them one after another.
+    fn complete_siblings(
+        &self,
+        requests: &[CompletionRequest],
+    ) -> Result<Vec<Completion>, BackendError> {
+        requests
+            .iter()
+            .map(|r| self.complete_streaming(r, &mut |_, _| {}))
+            .collect()
     }
 }

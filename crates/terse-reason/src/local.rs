@@ -8,7 +8,7 @@
 //! caller that stops listening (a closed connection) ends its request at the next
 //! token, freeing its sequence and probes.
 
-use crate::strategy::{Runner, TokenIds};
+use crate::strategy::{PieceSink, Runner, TokenIds};
 use crate::{
     Backend, BackendError, Capabilities, Completion, CompletionRequest, EngineTime, Finish,
     PieceKind, Prompt, Sink, Usage,
@@ -25,16 +25,21 @@ use terse_engine::{
     Sampler, Tokenizer,
 };
 
-/// What the driver thread sends back for one request.
+/// What the driver thread sends back for the request at an index of its job.
 enum Reply {
-    Piece(PieceKind, String),
-    Done(Result<Generation, String>),
+    Piece(usize, PieceKind, String),
+    Done(usize, Result<Generation, String>),
 }
 
+/// Requests for the driver: one, or siblings of one prompt (which share its prefill),
+/// answering on one channel.
 struct Job {
-    request: GenerationRequest,
+    requests: Vec<GenerationRequest>,
     reply: mpsc::Sender<Reply>,
 }
+
+/// Where the driver answers a request: its job's channel and its index there.
+type ReplyTo = (mpsc::Sender<Reply>, usize);
 
 /// Counters of the engine behind a [`LocalBackend`], for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -162,7 +167,7 @@ fn drive(
     load: Arc<std::sync::Mutex<EngineLoad>>,
 ) {
     let mut scheduler = BatchScheduler::new(max_sequences);
-    let mut replies: Vec<(RequestId, mpsc::Sender<Reply>)> = Vec::new();
+    let mut replies: Vec<(RequestId, ReplyTo)> = Vec::new();
     let total_blocks =
         engine.kv_cache().shape().capacity_tokens / terse_engine::kv_cache::BLOCK_TOKENS;
     loop {
@@ -175,28 +180,28 @@ fn drive(
                 };
             }
             match inbox.recv() {
-                Ok(job) => replies.push((scheduler.submit(job.request), job.reply)),
+                Ok(job) => submit(&mut scheduler, job, &mut replies),
                 Err(mpsc::RecvError) => return,
             }
         }
         while let Ok(job) = inbox.try_recv() {
-            replies.push((scheduler.submit(job.request), job.reply));
+            submit(&mut scheduler, job, &mut replies);
         }
         match scheduler.step(&mut engine) {
             Ok(finished) => {
                 for (id, result) in finished {
                     if let Some(i) = replies.iter().position(|(r, _)| *r == id) {
-                        let (_, reply) = replies.swap_remove(i);
+                        let (_, (reply, index)) = replies.swap_remove(i);
                         // A caller that gave up waiting is not an error of the batch.
-                        let _ = reply.send(Reply::Done(result.map_err(|e| e.to_string())));
+                        let _ = reply.send(Reply::Done(index, result.map_err(|e| e.to_string())));
                     }
                 }
             }
             Err(err) => {
                 // The scheduler freed its running requests; fail them and keep serving.
                 let message = err.to_string();
-                for (_, reply) in replies.drain(..) {
-                    let _ = reply.send(Reply::Done(Err(message.clone())));
+                for (_, (reply, index)) in replies.drain(..) {
+                    let _ = reply.send(Reply::Done(index, Err(message.clone())));
                 }
                 scheduler = BatchScheduler::new(max_sequences);
             }
@@ -211,6 +216,15 @@ fn drive(
             };
         }
     }
+}
+
+fn submit(scheduler: &mut BatchScheduler, job: Job, replies: &mut Vec<(RequestId, ReplyTo)>) {
+    let ids = scheduler.submit_siblings(job.requests);
+    replies.extend(
+        ids.into_iter()
+            .enumerate()
+            .map(|(index, id)| (id, (job.reply.clone(), index))),
+    );
 }
 
 fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
@@ -260,6 +274,17 @@ impl Backend for LocalBackend {
             true
         })
     }
+
+    /// Runs siblings of one prompt in the batch together: the prompt is prefilled
+    /// once and forked for each (see [`BatchScheduler::submit_siblings`]).
+    fn complete_siblings(
+        &self,
+        requests: &[CompletionRequest],
+    ) -> Result<Vec<Completion>, BackendError> {
+        self.complete_siblings_until(requests, &mut |_, _, _| true)?
+            .into_iter()
+            .collect()
+    }
 }
 
 impl LocalBackend {
@@ -273,12 +298,95 @@ impl LocalBackend {
         request: &CompletionRequest,
         sink: &mut (dyn FnMut(PieceKind, &str) -> bool + Send),
     ) -> Result<Completion, BackendError> {
+        let mut results = self
+            .complete_siblings_until(std::slice::from_ref(request), &mut |_, kind, text| {
+                sink(kind, text)
+            })?;
+        results.pop().unwrap_or(Err(BackendError::DriverStopped))
+    }
+
+    /// Runs siblings of one prompt together (the prompt prefilled once, see
+    /// [`BatchScheduler::submit_siblings`]), streaming each one's visible text to
+    /// `sink` with its index; a `false` from `sink` cancels that sibling as in
+    /// [`LocalBackend::complete_until`]. Returns each sibling's result in order.
+    pub fn complete_siblings_until(
+        &self,
+        requests: &[CompletionRequest],
+        sink: &mut (dyn FnMut(usize, PieceKind, &str) -> bool + Send),
+    ) -> Result<Vec<Result<Completion, BackendError>>, BackendError> {
         let start = Instant::now();
-        let listening = Arc::new(AtomicBool::new(true));
-        let still_listening = listening.clone();
+        let (reply, answers) = mpsc::channel();
+        let mut listening = Vec::with_capacity(requests.len());
+        let mut generation_requests = Vec::with_capacity(requests.len());
+        let mut prefix_tokens = Vec::with_capacity(requests.len());
+        for (index, request) in requests.iter().enumerate() {
+            let flag = Arc::new(AtomicBool::new(true));
+            let (still_listening, pieces) = (flag.clone(), reply.clone());
+            let prepared = self.prepare(
+                request,
+                Box::new(move |kind, text| {
+                    still_listening.load(Ordering::Relaxed)
+                        && pieces
+                            .send(Reply::Piece(index, kind, text.to_string()))
+                            .is_ok()
+                }),
+            )?;
+            listening.push(flag);
+            generation_requests.push(prepared.request);
+            prefix_tokens.push(prepared.prefix_tokens);
+        }
+        let jobs = self.jobs.as_ref().ok_or(BackendError::DriverStopped)?;
+        jobs.send(Job {
+            requests: generation_requests,
+            reply,
+        })
+        .map_err(|_| BackendError::DriverStopped)?;
+        let mut generations: Vec<Option<Result<Generation, String>>> =
+            requests.iter().map(|_| None).collect();
+        while generations.iter().any(Option::is_none) {
+            match answers.recv().map_err(|_| BackendError::DriverStopped)? {
+                Reply::Piece(index, kind, text) => {
+                    if !sink(index, kind, &text) {
+                        listening[index].store(false, Ordering::Relaxed);
+                    }
+                }
+                Reply::Done(index, result) => generations[index] = Some(result),
+            }
+        }
+        let mut results = Vec::with_capacity(requests.len());
+        for (index, generation) in generations.into_iter().flatten().enumerate() {
+            let generation = match generation {
+                Ok(g) => g,
+                Err(e) => {
+                    results.push(Err(BackendError::Generation(e)));
+                    continue;
+                }
+            };
+            let mut held_back = Vec::new();
+            let completion = finish(generation, prefix_tokens[index], start, &mut || {
+                // `finish` streams the text the runner held back (a partial stop
+                // string or think marker); it arrives on the channel now.
+                while let Ok(reply) = answers.try_recv() {
+                    if let Reply::Piece(i, kind, text) = reply {
+                        held_back.push((i, kind, text));
+                    }
+                }
+            });
+            for (i, kind, text) in held_back {
+                sink(i, kind, &text);
+            }
+            results.push(Ok(completion));
+        }
+        Ok(results)
+    }
+
+    /// The prompt, sampler and runner of `request`, its visible text going to `sink`.
+    fn prepare(
+        &self,
+        request: &CompletionRequest,
+        sink: PieceSink,
+    ) -> Result<Prepared, BackendError> {
         let rendered = self.render_prompt(request)?;
-        let (reply, answer) = mpsc::channel();
-        let pieces = reply.clone();
         let mut runner = Runner::new(
             &request.strategy,
             &rendered,
@@ -286,104 +394,100 @@ impl LocalBackend {
             Some(self.tokenizer.clone()),
         )
         .with_stop_strings(&request.stop)
-        .with_sink(Box::new(move |kind, text| {
-            still_listening.load(Ordering::Relaxed)
-                && pieces.send(Reply::Piece(kind, text.to_string())).is_ok()
-        }));
+        .with_sink(sink);
         if request.logprobs {
             runner = runner.with_logprobs(request.top_logprobs);
         }
         let (tokens, prefix_tokens) = self.prompt_tokens(request, &runner)?;
-        let prompt_len = tokens.len();
-        let generation_request = GenerationRequest {
-            steering: Some(Box::new(runner)),
-            ..GenerationRequest::new(
-                tokens,
-                Sampler::new(request.sampling.clone()),
-                request.max_tokens,
-            )
-        };
-        let jobs = self.jobs.as_ref().ok_or(BackendError::DriverStopped)?;
-        jobs.send(Job {
-            request: generation_request,
-            reply,
+        Ok(Prepared {
+            request: GenerationRequest {
+                steering: Some(Box::new(runner)),
+                ..GenerationRequest::new(
+                    tokens,
+                    Sampler::new(request.sampling.clone()),
+                    request.max_tokens,
+                )
+            },
+            prefix_tokens,
         })
-        .map_err(|_| BackendError::DriverStopped)?;
-        let generation = loop {
-            match answer.recv().map_err(|_| BackendError::DriverStopped)? {
-                Reply::Piece(kind, text) => {
-                    if !sink(kind, &text) {
-                        listening.store(false, Ordering::Relaxed);
-                    }
-                }
-                Reply::Done(result) => break result.map_err(BackendError::Generation)?,
+    }
+}
+
+/// A request ready for the driver, and how many of its prompt tokens the strategy
+/// added (counted as injected, not as prompt).
+struct Prepared {
+    request: GenerationRequest,
+    prefix_tokens: usize,
+}
+
+/// The completion of a finished generation; `after_runner` runs once the runner has
+/// streamed the text it held back until the end.
+fn finish(
+    generation: Generation,
+    prefix_tokens: usize,
+    start: Instant,
+    after_runner: &mut dyn FnMut(),
+) -> Completion {
+    let runner = match generation.steering {
+        Some(steering) => (steering as Box<dyn std::any::Any>)
+            .downcast::<Runner>()
+            .ok(),
+        None => None,
+    };
+    let u = generation.usage;
+    let prompt_tokens = u.prompt - prefix_tokens;
+    let (text, reasoning, stop_reason, events, logprobs, reasoning_tokens, answer_tokens) =
+        match runner {
+            Some(runner) => {
+                let out = runner.finish(generation.reason);
+                after_runner();
+                (
+                    out.text,
+                    out.reasoning,
+                    out.stop_reason,
+                    out.events,
+                    out.logprobs,
+                    out.reasoning_tokens,
+                    out.answer_tokens,
+                )
             }
+            // A request the engine refused before running (no tokens to generate).
+            None => (
+                String::new(),
+                None,
+                "length".to_string(),
+                Vec::new(),
+                Vec::new(),
+                0,
+                0,
+            ),
         };
-        let runner = match generation.steering {
-            Some(steering) => (steering as Box<dyn std::any::Any>)
-                .downcast::<Runner>()
-                .ok(),
-            None => None,
-        };
-        let u = generation.usage;
-        let prompt_tokens = prompt_len - prefix_tokens;
-        let (text, reasoning, stop_reason, events, logprobs, reasoning_tokens, answer_tokens) =
-            match runner {
-                Some(runner) => {
-                    let out = runner.finish(generation.reason);
-                    // `finish` streams the text it held back (a partial stop string or
-                    // think marker): hand that tail to the caller too.
-                    while let Ok(Reply::Piece(kind, text)) = answer.try_recv() {
-                        sink(kind, &text);
-                    }
-                    (
-                        out.text,
-                        out.reasoning,
-                        out.stop_reason,
-                        out.events,
-                        out.logprobs,
-                        out.reasoning_tokens,
-                        out.answer_tokens,
-                    )
-                }
-                // A request the engine refused before running (no tokens to generate).
-                None => (
-                    String::new(),
-                    None,
-                    "length".to_string(),
-                    Vec::new(),
-                    Vec::new(),
-                    0,
-                    0,
-                ),
-            };
-        Ok(Completion {
-            text,
-            reasoning,
-            usage: Usage {
-                prompt_tokens: prompt_tokens as u64,
-                prompt_cached_tokens: u.prompt_cached.min(prompt_tokens) as u64,
-                output_tokens: u.sampled as u64,
-                reasoning_tokens,
-                answer_tokens,
-                probes: u.probes as u64,
-                probe_prefill_tokens: u.probe_prefill as u64,
-                probe_decoded_tokens: u.probe_decoded as u64,
-                injected_tokens: (u.injected + prefix_tokens) as u64,
-            },
-            finish: if stop_reason == "length" {
-                Finish::Length
-            } else {
-                Finish::Stop
-            },
-            stop_reason,
-            events,
-            latency_s: start.elapsed().as_secs_f64(),
-            engine_time: Some(EngineTime {
-                forward_s: generation.stats.forward_time.as_secs_f64(),
-                probe_forward_s: generation.stats.probe_forward_time.as_secs_f64(),
-            }),
-            logprobs,
-        })
+    Completion {
+        text,
+        reasoning,
+        usage: Usage {
+            prompt_tokens: prompt_tokens as u64,
+            prompt_cached_tokens: u.prompt_cached.min(prompt_tokens) as u64,
+            output_tokens: u.sampled as u64,
+            reasoning_tokens,
+            answer_tokens,
+            probes: u.probes as u64,
+            probe_prefill_tokens: u.probe_prefill as u64,
+            probe_decoded_tokens: u.probe_decoded as u64,
+            injected_tokens: (u.injected + prefix_tokens) as u64,
+        },
+        finish: if stop_reason == "length" {
+            Finish::Length
+        } else {
+            Finish::Stop
+        },
+        stop_reason,
+        events,
+        latency_s: start.elapsed().as_secs_f64(),
+        engine_time: Some(EngineTime {
+            forward_s: generation.stats.forward_time.as_secs_f64(),
+            probe_forward_s: generation.stats.probe_forward_time.as_secs_f64(),
+        }),
+        logprobs,
     }
 }

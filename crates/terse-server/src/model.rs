@@ -128,25 +128,59 @@ impl Served {
         Ok(())
     }
 
-    /// Runs one choice (blocking). On the local engine a `false` from `sink` cancels
-    /// it; through a proxy the request runs to its end.
+    /// Runs the choices of one request (blocking), streaming each one's text to
+    /// `sink` with its index. On the local engine the choices are siblings (the
+    /// prompt is prefilled once and forked) and a `false` from `sink` cancels that
+    /// choice; through a proxy each runs to its end, one after another. A strategy
+    /// that draws several traces (`consistency`) answers each choice whole.
     pub fn complete(
         &self,
-        request: &CompletionRequest,
-        sink: &mut (dyn FnMut(PieceKind, &str) -> bool + Send),
-    ) -> Result<Completion, ApiError> {
-        let result = match self {
-            Served::Local(b) => b.complete_until(request, sink),
-            Served::Proxy(p) => p.backend.complete_streaming(request, &mut |kind, text| {
-                sink(kind, text);
-            }),
+        requests: &[CompletionRequest],
+        sink: &mut (dyn FnMut(usize, PieceKind, &str) -> bool + Send),
+    ) -> Vec<Result<Completion, ApiError>> {
+        let backend: &dyn Backend = match self {
+            Served::Local(b) => b.as_ref(),
+            Served::Proxy(p) => &p.backend,
         };
-        result.map_err(|e| match e {
-            BackendError::Http { url, detail } => ApiError::bad_gateway(&url, &detail),
-            BackendError::BadResponse { url, detail } => ApiError::bad_gateway(&url, &detail),
-            BackendError::Strategy(s) => s.into(),
-            other => ApiError::internal(other.to_string()),
-        })
+        let results = match self {
+            Served::Local(b) if requests.iter().all(|r| r.strategy.consistency().is_none()) => {
+                match b.complete_siblings_until(requests, sink) {
+                    Ok(results) => results,
+                    Err(e) => {
+                        let error = api_error(e);
+                        return requests.iter().map(|_| Err(error.clone())).collect();
+                    }
+                }
+            }
+            _ => requests
+                .iter()
+                .enumerate()
+                .map(|(index, request)| {
+                    if request.strategy.consistency().is_some() {
+                        let completion = backend.complete(request)?;
+                        if let Some(reasoning) = &completion.reasoning {
+                            sink(index, PieceKind::Reasoning, reasoning);
+                        }
+                        sink(index, PieceKind::Content, &completion.text);
+                        Ok(completion)
+                    } else {
+                        backend.complete_streaming(request, &mut |kind, text| {
+                            sink(index, kind, text);
+                        })
+                    }
+                })
+                .collect(),
+        };
+        results.into_iter().map(|r| r.map_err(api_error)).collect()
+    }
+}
+
+fn api_error(e: BackendError) -> ApiError {
+    match e {
+        BackendError::Http { url, detail } => ApiError::bad_gateway(&url, &detail),
+        BackendError::BadResponse { url, detail } => ApiError::bad_gateway(&url, &detail),
+        BackendError::Strategy(s) => s.into(),
+        other => ApiError::internal(other.to_string()),
     }
 }
 

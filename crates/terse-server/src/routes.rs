@@ -1,8 +1,9 @@
 //! The HTTP routes (each response carries an `x-request-id`), Bearer auth, admission to the engine, and the bridge from the
 //! blocking engine to async responses (whole JSON or SSE).
 //!
-//! Every choice of a request runs [`LocalBackend::complete_until`] on a blocking
-//! thread; the engine batches all of them (of all requests) into shared forward passes.
+//! The choices of a request run on a blocking thread (the local engine's `n > 1` as
+//! siblings sharing the prompt's prefill); the engine batches all of them (of all
+//! requests) into shared forward passes.
 //! Its visible pieces go through an unbounded channel to the handler. When the client
 //! goes away the channel's receiver is dropped, the next piece finds nobody listening,
 //! and the engine ends that sequence at its next token, freeing its KV cache.
@@ -26,7 +27,7 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
-use terse_reason::{Completion, PieceKind};
+use terse_reason::{Completion, CompletionRequest, PieceKind};
 use tokio::sync::mpsc;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -221,9 +222,9 @@ enum Event {
     },
 }
 
-/// Starts every choice on its own blocking thread. `n > 1` runs n independent
-/// completions of the same prompt (the local prefix cache shares what it can; the
-/// prompt's KV is not forked yet; a proxy sends n requests).
+/// Runs the choices on blocking threads: on the local engine `n > 1` choices run
+/// together as siblings that fork the prompt's KV cache instead of prefilling it n
+/// times; through a proxy each choice is its own upstream request, all at once.
 fn launch(
     backend: Served,
     plan: &Plan,
@@ -232,8 +233,13 @@ fn launch(
     let (tx, rx) = mpsc::unbounded_channel();
     let start = Instant::now();
     let strategy = plan.request.strategy.to_string();
-    for choice in 0..plan.n {
-        let request = plan.choice(choice);
+    let choices: Vec<(usize, CompletionRequest)> =
+        (0..plan.n).map(|c| (c, plan.choice(c))).collect();
+    let groups: Vec<Vec<(usize, CompletionRequest)>> = match backend {
+        Served::Local(_) => vec![choices],
+        Served::Proxy(_) => choices.into_iter().map(|c| vec![c]).collect(),
+    };
+    for group in groups {
         let (tx, backend, admission, strategy) = (
             tx.clone(),
             backend.clone(),
@@ -241,30 +247,34 @@ fn launch(
             strategy.clone(),
         );
         tokio::task::spawn_blocking(move || {
-            let mut last: Option<Instant> = None;
+            let (indices, requests): (Vec<usize>, Vec<CompletionRequest>) =
+                group.into_iter().unzip();
+            let mut last: Vec<Option<Instant>> = vec![None; requests.len()];
             let pieces = tx.clone();
-            let result = backend.complete(&request, &mut |kind, text| {
+            let results = backend.complete(&requests, &mut |i, kind, text| {
                 let now = Instant::now();
-                match last {
+                match last[i] {
                     None => metrics::first_token((now - start).as_secs_f64()),
                     Some(t) => metrics::inter_token((now - t).as_secs_f64()),
                 }
-                last = Some(now);
+                last[i] = Some(now);
                 pieces
                     .send(Event::Piece {
-                        choice,
+                        choice: indices[i],
                         kind,
                         text: text.to_string(),
                     })
                     .is_ok()
             });
-            if let Ok(c) = &result {
-                metrics::completion(&strategy, c, start.elapsed().as_secs_f64());
+            for (i, result) in results.into_iter().enumerate() {
+                if let Ok(c) = &result {
+                    metrics::completion(&strategy, c, start.elapsed().as_secs_f64());
+                }
+                let _ = tx.send(Event::Done {
+                    choice: indices[i],
+                    result: Box::new(result),
+                });
             }
-            let _ = tx.send(Event::Done {
-                choice,
-                result: Box::new(result),
-            });
             drop(admission);
         });
     }

@@ -236,3 +236,76 @@ fn an_unknown_strategy_or_option_is_one_line_naming_the_valid_choices() {
     let err = run(&["--strategy", "early-exit", "--strategy-opt", "speed=2"]);
     assert!(err.contains("'speed' matches no strategy"), "{err}");
 }
+
+fn trace_answers(c: &Completion) -> Vec<String> {
+    c.events
+        .iter()
+        .filter(|e| e.strategy == "consistency" && e.kind.starts_with("trace"))
+        .map(|e| e.detail.clone().unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn adaptive_consistency_draws_the_first_traces_of_fixed_self_consistency_and_shares_the_prompt() {
+    // Five traces in a round, so the batch holds them all.
+    let engine = Engine::load(
+        model("qwen2.5-coder-0.5b"),
+        &EngineOptions {
+            threads: 2,
+            ctx_size: 1024,
+            kv_capacity_tokens: 5 * 1024,
+        },
+    )
+    .expect("load");
+    let backend = LocalBackend::new(engine, 5).expect("backend");
+    let messages = vec![ChatMessage::new("user", QUESTION)];
+    let fixed = backend
+        .complete(&request(
+            messages.clone(),
+            160,
+            "consistency",
+            &["rule=fixed", "max_samples=5"],
+        ))
+        .expect("fixed");
+    let all = trace_answers(&fixed);
+    assert_eq!(all.len(), 5, "{:?}", fixed.events);
+    assert_eq!(fixed.stop_reason, "max-samples");
+    // One prefill for the five siblings: each other trace computed only the prompt's
+    // last token.
+    let p = fixed.usage.prompt_tokens;
+    assert_eq!(
+        fixed.usage.prompt_cached_tokens,
+        4 * (p - 1),
+        "{:?}",
+        fixed.usage
+    );
+
+    for options in [["rule=beta", "max_samples=5"], ["rule=window", "window=2"]] {
+        let adaptive = backend
+            .complete(&request(messages.clone(), 160, "consistency", &options))
+            .expect("adaptive");
+        let drawn = trace_answers(&adaptive);
+        assert!(!drawn.is_empty() && drawn.len() <= 5);
+        assert_eq!(
+            drawn,
+            all[..drawn.len()],
+            "{options:?}: trace j has seed + j whether drawn alone or among siblings"
+        );
+        assert!(adaptive.usage.output_tokens <= fixed.usage.output_tokens);
+        if adaptive.stop_reason == "consistency" && options[0] == "rule=window" {
+            assert_eq!(drawn[drawn.len() - 2], drawn[drawn.len() - 1], "{drawn:?}");
+        }
+    }
+}
+
+#[test]
+fn consistency_refuses_a_zero_temperature_and_names_its_options() {
+    let err = StrategySpec::parse("consistency", &["temperature=0".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("temperature"), "{err}");
+    let err = StrategySpec::parse("consistency", &["samples=5".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("samples"), "{err}");
+}

@@ -31,7 +31,7 @@ mod spec;
 mod stop_boost;
 
 pub use prompts::EXEMPLARS;
-pub use runner::{Runner, RunnerOutput, TokenIds};
+pub use runner::{PieceSink, Runner, RunnerOutput, TokenIds};
 pub use spec::{Stage, StrategySpec};
 
 use serde::{Deserialize, Serialize};

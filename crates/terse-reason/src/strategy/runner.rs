@@ -83,7 +83,7 @@ pub struct RunnerOutput {
 }
 
 /// Takes a piece of visible text; false when nobody listens any more.
-type PieceSink = Box<dyn FnMut(PieceKind, &str) -> bool + Send>;
+pub type PieceSink = Box<dyn FnMut(PieceKind, &str) -> bool + Send>;
 
 /// One request's strategy in motion; see the module documentation.
 pub struct Runner {

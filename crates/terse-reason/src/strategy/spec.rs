@@ -19,6 +19,7 @@ use super::loop_guard::{LoopGuard, LoopGuardOptions};
 use super::prompts::{add_exemplars, add_system, ExemplarOptions, BE_BRIEF, CHAIN_OF_DRAFT};
 use super::stop_boost::{StopBoost, StopBoostOptions};
 use super::{Controller, FormatChoice, Needs, StrategyError};
+use crate::consistency::ConsistencyOptions;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use terse_engine::ChatMessage;
@@ -37,6 +38,9 @@ pub enum Stage {
     StopBoost(StopBoostOptions),
     ConciseHint(HintOptions),
     LoopGuard(LoopGuardOptions),
+    /// Draws several traces and votes (see [`crate::consistency`]); the other
+    /// stages steer each trace.
+    Consistency(ConsistencyOptions),
 }
 
 /// Every stage name, in the order `--help` lists them.
@@ -52,6 +56,7 @@ pub const STAGE_NAMES: &[&str] = &[
     "stop-boost",
     "concise-hint",
     "loop-guard",
+    "consistency",
 ];
 
 impl Stage {
@@ -67,6 +72,7 @@ impl Stage {
             Stage::StopBoost(_) => "stop-boost",
             Stage::ConciseHint(_) => "concise-hint",
             Stage::LoopGuard(_) => "loop-guard",
+            Stage::Consistency(_) => "consistency",
         }
     }
 
@@ -98,6 +104,7 @@ impl Stage {
             "stop-boost" => Stage::StopBoost(opts(name, options)?),
             "concise-hint" => Stage::ConciseHint(opts(name, options)?),
             "loop-guard" => Stage::LoopGuard(opts(name, options)?),
+            "consistency" => Stage::Consistency(opts(name, options)?),
             other => {
                 return Err(StrategyError::UnknownStrategy {
                     name: other.into(),
@@ -131,6 +138,11 @@ impl Stage {
             }
             "concise-hint" => keys(toml::Table::try_from(HintOptions::default())),
             "loop-guard" => keys(toml::Table::try_from(LoopGuardOptions::default())),
+            "consistency" => {
+                let mut k = keys(toml::Table::try_from(ConsistencyOptions::default()));
+                k.push("round".into());
+                k
+            }
             _ => Vec::new(),
         }
     }
@@ -287,12 +299,45 @@ impl Stage {
                     "at least 1",
                 )
             }
+            Stage::Consistency(o) => {
+                range(
+                    "max_samples",
+                    o.max_samples.to_string(),
+                    (1..=64).contains(&o.max_samples),
+                    "1 to 64",
+                )?;
+                range(
+                    "threshold",
+                    o.threshold.to_string(),
+                    o.threshold > 0.5 && o.threshold < 1.0,
+                    "between 0.5 and 1 (exclusive)",
+                )?;
+                range(
+                    "window",
+                    o.window.to_string(),
+                    (1..=o.max_samples).contains(&o.window),
+                    "1 to max_samples",
+                )?;
+                range(
+                    "temperature",
+                    o.temperature.to_string(),
+                    o.temperature > 0.0 && o.temperature.is_finite(),
+                    "> 0 (identical greedy traces would vote alike)",
+                )?;
+                match o.round {
+                    Some(r) => range("round", r.to_string(), r >= 1, "at least 1"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 
     fn controller(&self) -> Option<Box<dyn Controller>> {
         Some(match self {
-            Stage::BeBrief | Stage::ChainOfDraft | Stage::ConciseExemplars(_) => return None,
+            Stage::BeBrief
+            | Stage::ChainOfDraft
+            | Stage::ConciseExemplars(_)
+            | Stage::Consistency(_) => return None,
             Stage::Budget(o) => Box::new(Budget::new(o)),
             Stage::BudgetForcing(o) => Box::new(BudgetForcing::new(o)),
             Stage::EarlyExit(o) => Box::new(EarlyExit::new(o)),
@@ -496,6 +541,27 @@ impl StrategySpec {
     /// The steering stages, fresh for one sequence.
     pub fn controllers(&self) -> Vec<Box<dyn Controller>> {
         self.stages.iter().filter_map(Stage::controller).collect()
+    }
+
+    /// The `consistency` stage's options, when the strategy draws several traces.
+    pub fn consistency(&self) -> Option<&ConsistencyOptions> {
+        self.stages.iter().find_map(|s| match s {
+            Stage::Consistency(o) => Some(o),
+            _ => None,
+        })
+    }
+
+    /// The strategy of each trace: this one without its `consistency` stage.
+    pub fn without_consistency(&self) -> StrategySpec {
+        StrategySpec {
+            format: self.format,
+            stages: self
+                .stages
+                .iter()
+                .filter(|s| !matches!(s, Stage::Consistency(_)))
+                .cloned()
+                .collect(),
+        }
     }
 
     /// Whether any stage steers the decoding (otherwise the request runs unsteered).

@@ -190,11 +190,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
         BackendKind::Local => {
             // Room in the KV cache for every request in flight: its prompt (a margin of
             // 1024 tokens), its longest answer, and what its strategy may inject or
-            // probe (a margin of 512).
-            let concurrency = usize::from(args.concurrency);
-            let kv_tokens = concurrency * (args.sampling.max_tokens + 1024 + 512);
+            // probe (a margin of 512). Self-consistency runs each round's traces as
+            // siblings: that many sequences per problem in flight.
+            let traces = strategy.consistency().map_or(1, |c| c.round_size());
+            let sequences = usize::from(args.concurrency) * traces;
+            let kv_tokens = sequences * (args.sampling.max_tokens + 1024 + 512);
             let backend =
-                LocalBackend::new(args.model.load_with_kv_capacity(kv_tokens)?, concurrency)?;
+                LocalBackend::new(args.model.load_with_kv_capacity(kv_tokens)?, sequences)?;
             run_eval(&problems, &backend, &config, &out, Progress::Bar)?
         }
         BackendKind::Openai => {

@@ -179,9 +179,11 @@ fn run_steered(
         }
         (None, None) => bail!("give --prompt TEXT, --prompt-file PATH or --chat TEXT"),
     };
-    let kv_tokens = engine.ctx_size() + 1024;
+    // Self-consistency draws its traces as siblings: one sequence each per round.
+    let sequences = strategy.consistency().map_or(1, |c| c.round_size());
+    let kv_tokens = (engine.ctx_size() + 1024) * sequences;
     drop(engine);
-    let backend = LocalBackend::new(args.model.load_with_kv_capacity(kv_tokens)?, 1)?;
+    let backend = LocalBackend::new(args.model.load_with_kv_capacity(kv_tokens)?, sequences)?;
     let request = CompletionRequest {
         prompt,
         sampling,
@@ -193,14 +195,25 @@ fn run_steered(
     };
     let mut stdout = std::io::stdout();
     let mut last_kind = None;
-    let completion = backend.complete_streaming(&request, &mut |kind, text| {
+    let mut print = |kind, text: &str| {
         if last_kind == Some(PieceKind::Reasoning) && kind == PieceKind::Content {
             let _ = write!(stdout, "\n--- answer ---\n");
         }
         last_kind = Some(kind);
         let _ = stdout.write_all(text.as_bytes());
         let _ = stdout.flush();
-    })?;
+    };
+    let completion = if strategy.consistency().is_some() {
+        // The answer is known only once the traces have voted.
+        let completion = backend.complete(&request)?;
+        if let Some(reasoning) = &completion.reasoning {
+            print(PieceKind::Reasoning, reasoning);
+        }
+        print(PieceKind::Content, &completion.text);
+        completion
+    } else {
+        backend.complete_streaming(&request, &mut print)?
+    };
     let _ = writeln!(stdout);
     let u = completion.usage;
     eprintln!(

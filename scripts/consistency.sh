@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Issue 11's self-consistency runs: fixed k=5, adaptive (Beta 0.95 and a window of 2)
+# and greedy `none`, all on the same 100 GSM8K-train problems with the 0.5B model,
+# then `terse compare`; serial10/batched10 time siblings against one trace at a time.
+# Usage: scripts/consistency.sh [RUN...] (default: the four accuracy runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SHARED="$(cd .. && pwd)/shared"
+DATASET="gsm8k:${SHARED}/data/gsm8k/train.jsonl"
+OUT=runs/consistency
+MODEL=qwen2.5-coder-0.5b
+RUNS=("$@")
+[ ${#RUNS[@]} -eq 0 ] && RUNS=(fixed5 none beta window2)
+
+cargo build --release -p terse
+common=(-m "$MODEL" -t 2 -n 512 --dataset "$DATASET" --sample 100 --sample-seed 2026 --resume)
+for run in "${RUNS[@]}"; do
+  case "$run" in
+    none) args=(--temperature 0 --concurrency 8 --strategy none) ;;
+    fixed5) args=(--temperature 0.7 --concurrency 2 --strategy consistency
+                  --strategy-opt rule=fixed --strategy-opt max_samples=5) ;;
+    beta) args=(--temperature 0.7 --concurrency 8 --strategy consistency
+                --strategy-opt rule=beta --strategy-opt max_samples=5) ;;
+    window2) args=(--temperature 0.7 --concurrency 4 --strategy consistency
+                   --strategy-opt rule=window --strategy-opt window=2 --strategy-opt max_samples=5) ;;
+    # Timing: the same five traces of the first 10 problems, one at a time vs as
+    # five siblings in one batch (no cache, one problem at a time).
+    serial10) args=(--temperature 0.7 --concurrency 1 --limit 10 --no-cache --strategy consistency
+                    --strategy-opt rule=fixed --strategy-opt max_samples=5 --strategy-opt round=1) ;;
+    batched10) args=(--temperature 0.7 --concurrency 1 --limit 10 --no-cache --strategy consistency
+                     --strategy-opt rule=fixed --strategy-opt max_samples=5 --strategy-opt round=5) ;;
+    *) echo "unknown run $run (fixed5, none, beta, window2, serial10, batched10)" >&2; exit 2 ;;
+  esac
+  ./target/release/terse eval "${common[@]}" "${args[@]}" --label "q05-$run" --out "$OUT/q05-$run"
+done
+runs=()
+for run in none fixed5 beta window2; do
+  [ -d "$OUT/q05-$run" ] && runs+=("$OUT/q05-$run")
+done
+./target/release/terse compare "${runs[@]}" --out "$OUT/compare"
