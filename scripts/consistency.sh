@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Issue 11's self-consistency runs: fixed k=5, adaptive (Beta 0.95 and a window of 2)
 # and greedy `none`, all on the same 100 GSM8K-train problems with the 0.5B model,
-# then `terse compare`; serial10/batched10 time siblings against one trace at a time.
-# Usage: scripts/consistency.sh [RUN...] (default: the four accuracy runs).
+# then `terse compare`; serial4/batched4 time siblings against one trace at a time.
+# Usage: [LIMIT=N] scripts/consistency.sh [RUN...] (default: the four accuracy runs;
+# LIMIT runs only the first N of the 100, labelled q05-RUN-N).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,15 +25,17 @@ for run in "${RUNS[@]}"; do
                 --strategy-opt rule=beta --strategy-opt max_samples=5) ;;
     window2) args=(--temperature 0.7 --concurrency 4 --strategy consistency
                    --strategy-opt rule=window --strategy-opt window=2 --strategy-opt max_samples=5) ;;
-    # Timing: the same five traces of the first 10 problems, one at a time vs as
+    # Timing: the same five traces of the first 4 problems, one at a time vs as
     # five siblings in one batch (no cache, one problem at a time).
-    serial10) args=(--temperature 0.7 --concurrency 1 --limit 10 --no-cache --strategy consistency
+    serial4) args=(--temperature 0.7 --concurrency 1 --limit 4 --no-cache --strategy consistency
                     --strategy-opt rule=fixed --strategy-opt max_samples=5 --strategy-opt round=1) ;;
-    batched10) args=(--temperature 0.7 --concurrency 1 --limit 10 --no-cache --strategy consistency
+    batched4) args=(--temperature 0.7 --concurrency 1 --limit 4 --no-cache --strategy consistency
                      --strategy-opt rule=fixed --strategy-opt max_samples=5 --strategy-opt round=5) ;;
-    *) echo "unknown run $run (fixed5, none, beta, window2, serial10, batched10)" >&2; exit 2 ;;
+    *) echo "unknown run $run (fixed5, none, beta, window2, serial4, batched4)" >&2; exit 2 ;;
   esac
-  ./target/release/terse eval "${common[@]}" "${args[@]}" --label "q05-$run" --out "$OUT/q05-$run"
+  label="q05-$run${LIMIT:+-$LIMIT}"
+  ./target/release/terse eval "${common[@]}" "${args[@]}" ${LIMIT:+--limit "$LIMIT"} \
+    --label "$label" --out "$OUT/$label"
 done
 runs=()
 for run in none fixed5 beta window2; do

@@ -26,6 +26,7 @@ pub mod report;
 pub mod run;
 pub mod stats;
 pub mod synthetic;
+pub mod votes;
 
 pub use dataset::{LineIssue, Problem};
 pub use extract::{extract, ExtractOptions, Extraction, Rule};

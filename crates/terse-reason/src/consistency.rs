@@ -208,21 +208,17 @@ pub fn complete<B: Backend + ?Sized>(
         },
         ..request.clone()
     };
-    let mut tally = Tally::default();
     let mut traces: Vec<Completion> = Vec::new();
-    let round = options.round_size();
-    let mut settled = false;
-    while traces.len() < options.max_samples && !settled {
-        let n = round.min(options.max_samples - traces.len());
-        let requests: Vec<CompletionRequest> = (traces.len()..traces.len() + n)
-            .map(trace_request)
+    let (tally, settled) = draw_rounds::<BackendError>(options, |range| {
+        let requests: Vec<CompletionRequest> = range.map(trace_request).collect();
+        let drawn = backend.complete_siblings(&requests)?;
+        let answers = drawn
+            .iter()
+            .map(|t| trace_answer(&graded_text(t)))
             .collect();
-        for trace in backend.complete_siblings(&requests)? {
-            tally.add(trace_answer(&graded_text(&trace)));
-            traces.push(trace);
-        }
-        settled = tally.settled(options);
-    }
+        traces.extend(drawn);
+        Ok(answers)
+    })?;
     Ok(merge(
         traces,
         &tally,
@@ -230,6 +226,53 @@ pub fn complete<B: Backend + ?Sized>(
         request.logprobs,
         start.elapsed().as_secs_f64(),
     ))
+}
+
+/// Draws rounds of traces until the vote is settled or `max_samples` are drawn.
+/// `draw(j..k)` draws traces `j..k` and returns their answers; the tally and whether
+/// the vote settled come back.
+fn draw_rounds<E>(
+    options: &ConsistencyOptions,
+    mut draw: impl FnMut(std::ops::Range<usize>) -> Result<Vec<Option<String>>, E>,
+) -> Result<(Tally, bool), E> {
+    let mut tally = Tally::default();
+    let round = options.round_size();
+    let mut settled = false;
+    while tally.answers.len() < options.max_samples && !settled {
+        let drawn = tally.answers.len();
+        let n = round.min(options.max_samples - drawn);
+        for answer in draw(drawn..drawn + n)? {
+            tally.add(answer);
+        }
+        settled = tally.settled(options);
+    }
+    Ok((tally, settled))
+}
+
+/// How a stopping rule would have ended on traces already drawn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    /// Traces the rule draws (the first `drawn` of those given).
+    pub drawn: usize,
+    /// The majority answer of those traces.
+    pub answer: Option<String>,
+    /// Whether the rule settled before `max_samples`.
+    pub settled: bool,
+}
+
+/// Replays `options`' stopping rule on the answers of traces drawn with the same
+/// seeds, in draw order (a `fixed` run's traces: trace `j` is the same whatever the
+/// rule). `None` when the rule would need more traces than `answers` holds.
+pub fn replay(answers: &[Option<String>], options: &ConsistencyOptions) -> Option<Replayed> {
+    let (tally, settled) = draw_rounds(options, |range| {
+        answers.get(range).map(<[_]>::to_vec).ok_or(())
+    })
+    .ok()?;
+    Some(Replayed {
+        drawn: tally.answers.len(),
+        answer: tally.leader().map(|(a, _, _)| a.to_string()),
+        settled,
+    })
 }
 
 /// The text a trace's answer is read from: the answer, or its reasoning when the
@@ -368,6 +411,38 @@ mod tests {
             tally.add(Some("18".into()));
             assert_eq!(tally.settled(&options), n == 4, "after {n}");
         }
+    }
+
+    #[test]
+    fn a_replay_draws_in_rounds_and_stops_where_the_rule_settles() {
+        let a = |xs: &[&str]| -> Vec<Option<String>> {
+            xs.iter()
+                .map(|x| (!x.is_empty()).then(|| x.to_string()))
+                .collect()
+        };
+        let traces = a(&["7", "", "7", "7", "7"]);
+        // Beta one at a time: the fourth "7" arrives with the fifth trace.
+        let beta = replay(&traces, &ConsistencyOptions::default()).unwrap();
+        assert_eq!((beta.drawn, beta.settled), (5, true));
+        assert_eq!(beta.answer.as_deref(), Some("7"));
+        // A window of 2 settles on traces 3 and 4; in rounds of 2 it is checked
+        // only after traces 2 and 4.
+        let window = |round| ConsistencyOptions {
+            rule: StopRule::Window,
+            window: 2,
+            round: Some(round),
+            ..Default::default()
+        };
+        assert_eq!(replay(&traces, &window(1)).unwrap().drawn, 4);
+        assert_eq!(replay(&traces, &window(2)).unwrap().drawn, 4);
+        let fixed = ConsistencyOptions {
+            rule: StopRule::Fixed,
+            ..Default::default()
+        };
+        let all = replay(&traces, &fixed).unwrap();
+        assert_eq!((all.drawn, all.settled), (5, false));
+        // A rule that needs more traces than were recorded cannot be replayed.
+        assert_eq!(replay(&traces[..3], &fixed), None);
     }
 
     #[test]

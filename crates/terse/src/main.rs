@@ -31,8 +31,8 @@ enum Command {
     Grade(commands::grade::GradeArgs),
     /// Compare runs problem by problem (McNemar, paired bootstrap, Pareto front).
     Compare(commands::compare::CompareArgs),
-    /// Where a probe-trace run's answers settle: the oracle bound of early exit and
-    /// early-exit stop rules simulated on its traces.
+    /// Stop rules replayed on recorded traces: early exit on a probe-trace run (with
+    /// its oracle bound), adaptive self-consistency on a fixed consistency run.
     Oracle(commands::oracle::OracleArgs),
     /// Prompt and generation speed like llama-bench, against the memory-bandwidth limit
     /// and optionally llama.cpp itself.

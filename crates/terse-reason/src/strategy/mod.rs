@@ -18,7 +18,8 @@
 //! `budget-forcing` (s1's "Wait"), `early-exit` (Dynasor/Certaindex probes, with
 //! agreement checked and hedging tested on whole words), `stop-boost` (ThinkBrake,
 //! "Making Small Language Models Efficient Reasoners"), `concise-hint` (ConciseHint),
-//! `concise-exemplars` (C3oT), `chain-of-draft` (Chain of Draft), `loop-guard`.
+//! `concise-exemplars` (C3oT), `chain-of-draft` (Chain of Draft), `loop-guard`,
+//! `verify` (Solve-Detect-Verify, FlexiVe).
 
 pub mod answer;
 mod budget;
@@ -29,6 +30,7 @@ mod prompts;
 mod runner;
 mod spec;
 mod stop_boost;
+mod verify;
 
 pub use prompts::EXEMPLARS;
 pub use runner::{PieceSink, Runner, RunnerOutput, TokenIds};

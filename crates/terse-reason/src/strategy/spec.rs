@@ -18,6 +18,7 @@ use super::early_exit::{EarlyExit, EarlyExitOptions, ProbeTrace, ProbeTraceOptio
 use super::loop_guard::{LoopGuard, LoopGuardOptions};
 use super::prompts::{add_exemplars, add_system, ExemplarOptions, BE_BRIEF, CHAIN_OF_DRAFT};
 use super::stop_boost::{StopBoost, StopBoostOptions};
+use super::verify::{Verify, VerifyOptions};
 use super::{Controller, FormatChoice, Needs, StrategyError};
 use crate::consistency::ConsistencyOptions;
 use serde::de::DeserializeOwned;
@@ -38,6 +39,7 @@ pub enum Stage {
     StopBoost(StopBoostOptions),
     ConciseHint(HintOptions),
     LoopGuard(LoopGuardOptions),
+    Verify(VerifyOptions),
     /// Draws several traces and votes (see [`crate::consistency`]); the other
     /// stages steer each trace.
     Consistency(ConsistencyOptions),
@@ -56,6 +58,7 @@ pub const STAGE_NAMES: &[&str] = &[
     "stop-boost",
     "concise-hint",
     "loop-guard",
+    "verify",
     "consistency",
 ];
 
@@ -72,6 +75,7 @@ impl Stage {
             Stage::StopBoost(_) => "stop-boost",
             Stage::ConciseHint(_) => "concise-hint",
             Stage::LoopGuard(_) => "loop-guard",
+            Stage::Verify(_) => "verify",
             Stage::Consistency(_) => "consistency",
         }
     }
@@ -104,6 +108,7 @@ impl Stage {
             "stop-boost" => Stage::StopBoost(opts(name, options)?),
             "concise-hint" => Stage::ConciseHint(opts(name, options)?),
             "loop-guard" => Stage::LoopGuard(opts(name, options)?),
+            "verify" => Stage::Verify(opts(name, options)?),
             "consistency" => Stage::Consistency(opts(name, options)?),
             other => {
                 return Err(StrategyError::UnknownStrategy {
@@ -138,6 +143,7 @@ impl Stage {
             }
             "concise-hint" => keys(toml::Table::try_from(HintOptions::default())),
             "loop-guard" => keys(toml::Table::try_from(LoopGuardOptions::default())),
+            "verify" => keys(toml::Table::try_from(VerifyOptions::default())),
             "consistency" => {
                 let mut k = keys(toml::Table::try_from(ConsistencyOptions::default()));
                 k.push("round".into());
@@ -299,6 +305,27 @@ impl Stage {
                     "at least 1",
                 )
             }
+            Stage::Verify(o) => {
+                range("every", o.every.to_string(), o.every >= 1, "at least 1")?;
+                range(
+                    "probe_tokens",
+                    o.probe_tokens.to_string(),
+                    (1..=16).contains(&o.probe_tokens),
+                    "1 to 16",
+                )?;
+                range(
+                    "question",
+                    format!("{:?}", o.question),
+                    !o.question.trim().is_empty(),
+                    "non-empty text",
+                )?;
+                range(
+                    "min_yes_prob",
+                    o.min_yes_prob.to_string(),
+                    o.min_yes_prob > 0.0 && o.min_yes_prob <= 1.0,
+                    "above 0, at most 1",
+                )
+            }
             Stage::Consistency(o) => {
                 range(
                     "max_samples",
@@ -345,6 +372,7 @@ impl Stage {
             Stage::StopBoost(o) => Box::new(StopBoost::new(o)),
             Stage::ConciseHint(o) => Box::new(ConciseHint::new(o)),
             Stage::LoopGuard(o) => Box::new(LoopGuard::new(o)),
+            Stage::Verify(o) => Box::new(Verify::new(o)),
         })
     }
 }

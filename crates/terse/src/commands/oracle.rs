@@ -1,23 +1,32 @@
 //! `terse oracle`: read a `probe-trace` run — where its answers settle, the oracle
-//! bound of early exit, and a grid of early-exit stop rules simulated on its traces.
+//! bound of early exit, and a grid of early-exit stop rules simulated on its traces —
+//! or a `fixed` `consistency` run — a grid of adaptive stopping rules replayed on its
+//! traces.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 use terse_eval::compare::load_run;
 use terse_eval::probes::{oracle, simulate, StopRule};
+use terse_eval::record::Record;
+use terse_eval::votes::{replay_votes, trace_votes};
 use terse_eval::GradeOptions;
+use terse_reason::consistency::{ConsistencyOptions, StopRule as VoteRule};
 
 #[derive(Args, Debug)]
 pub struct OracleArgs {
-    /// A run directory of `terse eval --strategy probe-trace`.
+    /// A run directory of `terse eval --strategy probe-trace`, or of `--strategy
+    /// consistency --strategy-opt rule=fixed`.
     pub run: PathBuf,
     /// Probe spacings to simulate (multiples of the run's).
     #[arg(long, value_delimiter = ',', default_value = "16,32,64")]
     pub every: Vec<u64>,
-    /// Agreeing probes needed.
+    /// Agreeing probes (early exit) or last traces (consistency `window`) needed.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
     pub window: Vec<usize>,
+    /// Consistency `beta` thresholds to replay.
+    #[arg(long, value_delimiter = ',', default_value = "0.8,0.9,0.95")]
+    pub threshold: Vec<f64>,
     /// Least mean log-probability of the deciding probe's answer (`none` = no rule).
     #[arg(long, value_delimiter = ',', default_value = "none,-0.02,-0.1,-0.3")]
     pub min_logprob: Vec<String>,
@@ -25,13 +34,17 @@ pub struct OracleArgs {
 
 pub fn run(args: OracleArgs) -> Result<()> {
     let run = load_run(&args.run).with_context(|| format!("loading run {}", args.run.display()))?;
+    if run.records.iter().any(|r| !trace_votes(r).is_empty()) {
+        return consistency_rules(&run.label, &run.records, &args);
+    }
     if !run
         .records
         .iter()
         .any(|r| r.events.iter().any(|e| e.kind == "probe"))
     {
         bail!(
-            "{} has no probe events: run it with --strategy probe-trace",
+            "{} has neither probe nor trace events: run it with --strategy probe-trace, \
+             or --strategy consistency --strategy-opt rule=fixed",
             args.run.display()
         );
     }
@@ -84,6 +97,71 @@ pub fn run(args: OracleArgs) -> Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// Adaptive stopping rules replayed on a `fixed` consistency run's traces.
+fn consistency_rules(label: &str, records: &[Record], args: &OracleArgs) -> Result<()> {
+    let max_samples = records
+        .iter()
+        .map(|r| trace_votes(r).len())
+        .min()
+        .unwrap_or(0);
+    let options = GradeOptions::default();
+    let recorded = records.iter().filter(|r| r.correct).count();
+    println!(
+        "# Stopping rules replayed on {label}: {max_samples} traces per problem
+"
+    );
+    println!(
+        "{} problems, {recorded} right as recorded (the first trace with the majority answer, graded by the run).\n",
+        records.len()
+    );
+    println!("Rounds are the rule's defaults (beta: 1 trace, window W: W traces).\n");
+    println!("| rule | right | lost / gained | settled early | mean traces | mean cost tokens | cost / fixed |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let fixed = ConsistencyOptions {
+        rule: VoteRule::Fixed,
+        max_samples,
+        ..Default::default()
+    };
+    let mut rules = vec![("fixed".to_string(), fixed.clone())];
+    for &threshold in &args.threshold {
+        rules.push((
+            format!("beta {threshold}"),
+            ConsistencyOptions {
+                rule: VoteRule::Beta,
+                threshold,
+                ..fixed.clone()
+            },
+        ));
+    }
+    for &window in &args.window {
+        rules.push((
+            format!("window {window}"),
+            ConsistencyOptions {
+                rule: VoteRule::Window,
+                window,
+                ..fixed.clone()
+            },
+        ));
+    }
+    let mut fixed_cost = None;
+    for (name, rule) in rules {
+        let s =
+            replay_votes(records, &rule, &options).with_context(|| format!("replaying {name}"))?;
+        let base = *fixed_cost.get_or_insert(s.cost_mean);
+        println!(
+            "| {name} | {} | {} / {} | {} | {:.2} | {:.1} | {:.3} |",
+            s.correct,
+            s.lost,
+            s.gained,
+            s.settled,
+            s.traces_mean,
+            s.cost_mean,
+            s.cost_mean / base.max(1e-9)
+        );
     }
     Ok(())
 }
