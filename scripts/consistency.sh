@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Issue 11's self-consistency runs: fixed k=5, adaptive (Beta 0.95 and a window of 2)
-# and greedy `none`, all on the same 100 GSM8K-train problems with the 0.5B model,
-# then `terse compare`; serial4/batched4 time siblings against one trace at a time.
+# Issue 11's runs: self-consistency fixed k=5, adaptive (Beta 0.95 and a window of 2),
+# greedy `none` and `verify`, all on the same 100 GSM8K-train problems with the 0.5B
+# model, then `terse compare`; serial4/batched4 time siblings against one trace at a
+# time. `terse oracle runs/consistency/q05-fixed5` replays other stop rules.
 # Usage: [LIMIT=N] scripts/consistency.sh [RUN...] (default: the four accuracy runs;
 # LIMIT runs only the first N of the 100, labelled q05-RUN-N).
 set -euo pipefail
@@ -19,6 +20,7 @@ common=(-m "$MODEL" -t 2 -n 512 --dataset "$DATASET" --sample 100 --sample-seed 
 for run in "${RUNS[@]}"; do
   case "$run" in
     none) args=(--temperature 0 --concurrency 8 --strategy none) ;;
+    verify) args=(--temperature 0 --concurrency 8 --strategy verify) ;;
     fixed5) args=(--temperature 0.7 --concurrency 2 --strategy consistency
                   --strategy-opt rule=fixed --strategy-opt max_samples=5) ;;
     beta) args=(--temperature 0.7 --concurrency 8 --strategy consistency
@@ -31,14 +33,14 @@ for run in "${RUNS[@]}"; do
                     --strategy-opt rule=fixed --strategy-opt max_samples=5 --strategy-opt round=1) ;;
     batched4) args=(--temperature 0.7 --concurrency 1 --limit 4 --no-cache --strategy consistency
                      --strategy-opt rule=fixed --strategy-opt max_samples=5 --strategy-opt round=5) ;;
-    *) echo "unknown run $run (fixed5, none, beta, window2, serial4, batched4)" >&2; exit 2 ;;
+    *) echo "unknown run $run (fixed5, none, verify, beta, window2, serial4, batched4)" >&2; exit 2 ;;
   esac
   label="q05-$run${LIMIT:+-$LIMIT}"
   ./target/release/terse eval "${common[@]}" "${args[@]}" ${LIMIT:+--limit "$LIMIT"} \
     --label "$label" --out "$OUT/$label"
 done
 runs=()
-for run in none fixed5 beta window2; do
+for run in none fixed5 beta window2 verify; do
   [ -d "$OUT/q05-$run" ] && runs+=("$OUT/q05-$run")
 done
 ./target/release/terse compare "${runs[@]}" --out "$OUT/compare"
