@@ -34,6 +34,7 @@
 //! ```
 
 use crate::error::ApiError;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use terse_reason::{StrategyError, StrategySpec};
 
@@ -67,6 +68,42 @@ pub struct StrategyAsk<'a> {
     /// The server's default, for a request that names no strategy.
     pub default: Option<&'a StrategySpec>,
     pub presets: Option<&'a Presets>,
+}
+
+/// The `[server]` table of the configuration file: `terse serve`'s flags, which win
+/// over it when given.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub max_sequences: Option<usize>,
+    pub max_queue: Option<usize>,
+    pub served_model_name: Option<String>,
+    pub upstream: Option<String>,
+    pub upstream_model: Option<String>,
+    /// The strategy chain of requests that name none.
+    pub strategy: Option<String>,
+}
+
+impl ServerSettings {
+    /// The `[server]` table of a configuration file (empty when it has none).
+    pub fn from_toml(text: &str) -> Result<ServerSettings, StrategyError> {
+        let config = |m: String| StrategyError::Config(m);
+        let table: toml::Table = toml::from_str(text).map_err(|e| config(e.message().into()))?;
+        let Some(server) = table.get("server") else {
+            return Ok(ServerSettings::default());
+        };
+        let settings: ServerSettings = server
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| config(format!("[server]: {}", e.message())))?;
+        if let Some(chain) = &settings.strategy {
+            StrategySpec::parse(chain, &[])
+                .map_err(|e| config(format!("[server] strategy = \"{chain}\": {e}")))?;
+        }
+        Ok(settings)
+    }
 }
 
 /// Named strategies and effort levels from the server's configuration file.
@@ -125,9 +162,11 @@ impl Presets {
                         presets.effort.push((level, target));
                     }
                 }
+                // Read by `ServerSettings::from_toml`.
+                ("server", _) => {}
                 (other, _) => {
                     return Err(config(format!(
-                        "'{other}' is not [preset.NAME] or [effort]"
+                        "'{other}' is not [server], [preset.NAME] or [effort]"
                     )))
                 }
             }
@@ -279,6 +318,26 @@ mod tests {
             Value::Object(m) => m,
             _ => Map::new(),
         }
+    }
+
+    #[test]
+    fn the_server_table_holds_serve_flags_beside_the_presets() {
+        let text = "[server]\nport = 9000\nmax_sequences = 16\nstrategy = \"loop-guard\"\n\
+                    [preset.fast]\nstrategy = \"early-exit\"\n";
+        let settings = ServerSettings::from_toml(text).unwrap();
+        assert_eq!(settings.port, Some(9000));
+        assert_eq!(settings.max_sequences, Some(16));
+        assert_eq!(settings.strategy.as_deref(), Some("loop-guard"));
+        assert_eq!(settings.host, None);
+        assert!(Presets::from_toml(text).unwrap().preset("fast").is_some());
+        assert_eq!(
+            ServerSettings::from_toml("[preset.fast]\nstrategy = \"none\"\n").unwrap(),
+            ServerSettings::default()
+        );
+        let err = ServerSettings::from_toml("[server]\nprot = 9000\n").unwrap_err();
+        assert!(err.to_string().contains("prot"), "{err}");
+        let err = ServerSettings::from_toml("[server]\nstrategy = \"fast-exit\"\n").unwrap_err();
+        assert!(err.to_string().contains("fast-exit"), "{err}");
     }
 
     #[test]

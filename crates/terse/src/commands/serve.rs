@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use std::io::IsTerminal;
 use terse_reason::LocalBackend;
-use terse_server::strategy::Presets;
+use terse_server::strategy::{Presets, ServerSettings};
 use terse_server::{Defaults, Model, ServerConfig, Upstream};
 
 #[derive(Args, Debug)]
@@ -23,24 +23,27 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub strategy: StrategyArgs,
     /// Sequences decoded together in the engine's batch (in proxy mode: requests sent
-    /// upstream at once).
-    #[arg(long, default_value_t = 8)]
-    pub max_sequences: usize,
-    /// Sequences that may wait for the batch; beyond that requests get a 429.
-    #[arg(long, default_value_t = 256)]
-    pub max_queue: usize,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: String,
-    /// Port to listen on (0 = any free port).
-    #[arg(long, default_value_t = 8080)]
-    pub port: u16,
+    /// upstream at once) [default: 8].
+    #[arg(long)]
+    pub max_sequences: Option<usize>,
+    /// Sequences that may wait for the batch; beyond that requests get a 429
+    /// [default: 256].
+    #[arg(long)]
+    pub max_queue: Option<usize>,
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port to listen on (0 = any free port) [default: 8080].
+    #[arg(long)]
+    pub port: Option<u16>,
     /// Require `Authorization: Bearer KEY` on /v1/* (default: $TERSE_API_KEY).
     #[arg(long)]
     pub api_key: Option<String>,
-    /// A TOML file of strategy presets: `[preset.NAME]` tables in --strategy-config's
-    /// format (requests use them as `MODEL+NAME` or `"terse": {"strategy": NAME}`) and
-    /// an `[effort]` table mapping reasoning_effort levels to a preset or a chain.
+    /// A TOML file: a `[server]` table of these flags (host, port, max_sequences,
+    /// max_queue, served_model_name, upstream, upstream_model, strategy; a flag given
+    /// wins), strategy presets as `[preset.NAME]` tables in --strategy-config's format
+    /// (requests use them as `MODEL+NAME` or `"terse": {"strategy": NAME}`) and an
+    /// `[effort]` table mapping reasoning_effort levels to a preset or a chain.
     #[arg(long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
     /// The model name clients send (default: the upstream model, else the alias or the
@@ -52,14 +55,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
     /// The model name to send upstream (default: the served model name).
-    #[arg(long, requires = "upstream")]
+    #[arg(long)]
     pub upstream_model: Option<String>,
     /// The upstream's Bearer key.
-    #[arg(long, requires = "upstream")]
+    #[arg(long)]
     pub api_key_upstream: Option<String>,
 }
 
-pub fn run(args: ServeArgs) -> Result<()> {
+pub fn run(mut args: ServeArgs) -> Result<()> {
     // Logs to stderr, `RUST_LOG` to change what (default: info).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -69,9 +72,27 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
     let sampling = args.sampling.config()?;
+    let (settings, presets) = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --config {}", path.display()))?;
+            let context = || format!("--config {}", path.display());
+            (
+                ServerSettings::from_toml(&text).with_context(context)?,
+                Presets::from_toml(&text).with_context(context)?,
+            )
+        }
+        None => (ServerSettings::default(), Presets::default()),
+    };
+    let max_sequences = args.max_sequences.or(settings.max_sequences).unwrap_or(8);
+    anyhow::ensure!(max_sequences >= 1, "--max-sequences must be at least 1");
+    args.served_model_name = args.served_model_name.or(settings.served_model_name);
+    args.upstream = args.upstream.or(settings.upstream);
+    args.upstream_model = args.upstream_model.or(settings.upstream_model);
+    args.strategy.strategy = args.strategy.strategy.or(settings.strategy);
     anyhow::ensure!(
-        args.max_sequences >= 1,
-        "--max-sequences must be at least 1"
+        args.upstream.is_some() || (args.upstream_model.is_none() && args.api_key_upstream.is_none()),
+        "--upstream-model and --api-key-upstream need --upstream (or [server] upstream in --config)"
     );
     let api_key = args
         .api_key
@@ -83,25 +104,20 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .or_else(|| args.upstream_model.clone())
         .unwrap_or_else(|| args.model.short_name());
     let config = ServerConfig {
-        host: args.host.clone(),
-        port: args.port,
+        host: args
+            .host
+            .or(settings.host)
+            .unwrap_or_else(|| "127.0.0.1".into()),
+        port: args.port.or(settings.port).unwrap_or(8080),
         model_name: model_name.clone(),
         api_key,
-        max_sequences: args.max_sequences,
-        max_queue: args.max_queue,
+        max_sequences,
+        max_queue: args.max_queue.or(settings.max_queue).unwrap_or(256),
         defaults: Defaults {
             sampling,
             max_tokens: args.sampling.max_tokens,
             strategy: args.strategy.spec()?,
-            presets: match &args.config {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("reading --config {}", path.display()))?;
-                    Presets::from_toml(&text)
-                        .with_context(|| format!("--config {}", path.display()))?
-                }
-                None => Presets::default(),
-            },
+            presets,
         },
     };
     let loader: terse_server::Loader = match args.upstream {
@@ -115,7 +131,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         None => {
             let model = args.model.clone();
-            let max_sequences = args.max_sequences;
             Box::new(move || {
                 // Every sequence of the batch may reach the full context.
                 let ctx = if model.ctx_size == 0 {
