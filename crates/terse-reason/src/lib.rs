@@ -8,6 +8,7 @@
 //! strategies run over streamed text). The strategies live in [`strategy`].
 
 pub mod consistency;
+pub mod difficulty;
 mod local;
 mod openai;
 pub mod strategy;

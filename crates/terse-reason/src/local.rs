@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 use terse_engine::{
-    BatchScheduler, ChatTemplate, Engine, EngineError, Generation, GenerationRequest, RequestId,
-    Sampler, Tokenizer,
+    Action, BatchScheduler, ChatTemplate, Engine, EngineError, Generation, GenerationRequest,
+    RequestId, Sampler, SamplerConfig, StopCause, Tokenizer,
 };
 
 /// What the driver thread sends back for the request at an index of its job.
@@ -410,6 +410,72 @@ impl LocalBackend {
             },
             prefix_tokens,
         })
+    }
+}
+
+/// Keeps the prompt's final hidden state and ends the request at its first token.
+#[derive(Default)]
+struct HiddenCapture {
+    hidden: Option<Vec<f32>>,
+}
+
+impl terse_engine::Steering for HiddenCapture {
+    fn wants_prompt_hidden(&self) -> bool {
+        true
+    }
+
+    fn on_prompt_hidden(&mut self, hidden: &[f32]) {
+        self.hidden = Some(hidden.to_vec());
+    }
+
+    fn on_token(&mut self, _event: &terse_engine::TokenEvent<'_>, actions: &mut Vec<Action>) {
+        actions.push(Action::Stop(StopCause("prompt hidden state taken".into())));
+    }
+}
+
+impl LocalBackend {
+    /// The final hidden state of the last position of each rendered prompt (the text
+    /// [`Backend::render`] gives and eval records keep), computed in the batch like any
+    /// request; nothing is generated. For the difficulty probe.
+    pub fn prompt_hidden_states(&self, prompts: &[String]) -> Result<Vec<Vec<f32>>, BackendError> {
+        let jobs = self.jobs.as_ref().ok_or(BackendError::DriverStopped)?;
+        let mut answers = Vec::with_capacity(prompts.len());
+        for prompt in prompts {
+            let (reply, answer) = mpsc::channel();
+            let tokens = self.tokenizer.encode(prompt, false, true);
+            let request = GenerationRequest {
+                steering: Some(Box::new(HiddenCapture::default())),
+                ..GenerationRequest::new(tokens, Sampler::new(SamplerConfig::greedy()), 1)
+            };
+            jobs.send(Job {
+                requests: vec![request],
+                reply,
+            })
+            .map_err(|_| BackendError::DriverStopped)?;
+            answers.push(answer);
+        }
+        let mut hidden = Vec::with_capacity(prompts.len());
+        for answer in answers {
+            let generation = loop {
+                match answer.recv().map_err(|_| BackendError::DriverStopped)? {
+                    Reply::Done(_, result) => break result.map_err(BackendError::Generation)?,
+                    Reply::Piece(..) => {}
+                }
+            };
+            let capture = generation
+                .steering
+                .and_then(|s| {
+                    (s as Box<dyn std::any::Any>)
+                        .downcast::<HiddenCapture>()
+                        .ok()
+                })
+                .and_then(|c| c.hidden)
+                .ok_or_else(|| {
+                    BackendError::Generation("the engine gave no prompt hidden state".into())
+                })?;
+            hidden.push(capture);
+        }
+        Ok(hidden)
     }
 }
 

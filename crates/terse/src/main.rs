@@ -34,6 +34,9 @@ enum Command {
     /// Stop rules replayed on recorded traces: early exit on a probe-trace run (with
     /// its oracle bound), adaptive self-consistency on a fixed consistency run.
     Oracle(commands::oracle::OracleArgs),
+    /// Fit the difficulty probe on a plain-CoT eval run (prompt hidden state → right?
+    /// long?), report its cross-validated AUC and write it beside the model.
+    TrainProbe(commands::train_probe::TrainProbeArgs),
     /// Prompt and generation speed like llama-bench, against the memory-bandwidth limit
     /// and optionally llama.cpp itself.
     Bench(Box<commands::bench::BenchArgs>),
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Grade(args) => commands::grade::run(args),
         Command::Compare(args) => commands::compare::run(args),
         Command::Oracle(args) => commands::oracle::run(args),
+        Command::TrainProbe(args) => commands::train_probe::run(args),
         Command::Bench(args) => commands::bench::run(*args),
         Command::Serve(args) => commands::serve::run(*args),
     };

@@ -296,3 +296,52 @@ fn a_steered_eval_records_usage_by_kind_and_summarises_cost_tokens() {
     assert_eq!(record["usage"]["reasoning_tokens"], 20);
     assert_eq!(record["events"][0]["kind"], "budget");
 }
+
+#[test]
+fn train_probe_fits_on_a_plain_run_and_refuses_the_run_of_another_model() {
+    let run = scratch_dir("probe-run");
+    let o = eval("synthetic:d1:n12:s3", &run, &["-m", "gemma3-270m"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let probe = run.join("probe.json");
+    let o = terse(&[
+        "train-probe",
+        "-m",
+        "gemma3-270m",
+        "--run",
+        run.to_str().unwrap(),
+        "--folds",
+        "2",
+        "--out",
+        probe.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("plain CoT right"), "{stdout}");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&probe).expect("probe written"))
+            .expect("probe is JSON");
+    assert_eq!(written["trained_on"], 12);
+    // Gemma 3 270M's hidden size.
+    assert_eq!(written["hidden_size"], 640);
+    assert_eq!(
+        written["correct"]["weights"].as_array().map(Vec::len),
+        Some(640)
+    );
+    assert!(written["model_fingerprint"]
+        .as_str()
+        .is_some_and(|f| f.starts_with("sha256:")));
+
+    let o = terse(&[
+        "train-probe",
+        "-m",
+        "qwen2.5-coder-0.5b",
+        "--run",
+        run.to_str().unwrap(),
+        "--out",
+        probe.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("another model"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&run);
+}

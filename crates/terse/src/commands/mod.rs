@@ -10,6 +10,7 @@ pub mod info;
 pub mod models;
 pub mod oracle;
 pub mod serve;
+pub mod train_probe;
 
 use anyhow::{Context, Result};
 use clap::Args;
