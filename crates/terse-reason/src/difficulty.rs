@@ -118,19 +118,20 @@ pub struct Standardizer {
 }
 
 impl Standardizer {
-    pub fn fit(features: &[Vec<f64>]) -> Standardizer {
-        let dim = features.first().map_or(0, Vec::len);
-        let n = features.len().max(1) as f64;
+    pub fn fit(rows: &[&[f32]]) -> Standardizer {
+        let dim = rows.first().map_or(0, |r| r.len());
+        let n = rows.len().max(1) as f64;
         let mut mean = vec![0.0; dim];
-        for x in features {
-            for (m, v) in mean.iter_mut().zip(x) {
-                *m += v / n;
+        for x in rows {
+            for (m, v) in mean.iter_mut().zip(*x) {
+                *m += f64::from(*v) / n;
             }
         }
         let mut var = vec![0.0; dim];
-        for x in features {
-            for ((s, v), m) in var.iter_mut().zip(x).zip(&mean) {
-                *s += (v - m) * (v - m) / n;
+        for x in rows {
+            for ((s, v), m) in var.iter_mut().zip(*x).zip(&mean) {
+                let d = f64::from(*v) - m;
+                *s += d * d / n;
             }
         }
         let scale = var
@@ -182,11 +183,8 @@ pub fn cross_validated_auc(
     for fold in 0..folds {
         let held: Vec<usize> = order.iter().copied().skip(fold).step_by(folds).collect();
         let train: Vec<usize> = (0..hidden.len()).filter(|i| !held.contains(i)).collect();
-        let train_hidden: Vec<Vec<f64>> = train
-            .iter()
-            .map(|&i| hidden[i].iter().map(|&v| f64::from(v)).collect())
-            .collect();
-        let standardizer = Standardizer::fit(&train_hidden);
+        let rows: Vec<&[f32]> = train.iter().map(|&i| hidden[i].as_slice()).collect();
+        let standardizer = Standardizer::fit(&rows);
         let z: Vec<Vec<f64>> = train
             .iter()
             .map(|&i| standardizer.apply(&hidden[i]))

@@ -87,12 +87,7 @@ struct Prober {
 
 impl Prober {
     fn reserve(&self, probe_text_len: usize) -> SteeringReserve {
-        SteeringReserve {
-            injected_tokens: 0,
-            // A probe lives for its text's pass and its decoded tokens.
-            live_probes: (self.probe_tokens + 2).div_ceil(self.every.max(1)) + 1,
-            probe_tokens: probe_text_len + self.probe_tokens,
-        }
+        super::probe_reserve(self.every, probe_text_len, self.probe_tokens)
     }
 
     /// Whether to probe after this token.

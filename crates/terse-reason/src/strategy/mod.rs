@@ -308,6 +308,21 @@ impl ForcedAnswer {
     }
 }
 
+/// What a stage that forks one probe at most every `every` tokens needs: probes of
+/// `probe_text_len` bytes of text (bytes bound tokens) decoding `probe_tokens`.
+pub(crate) fn probe_reserve(
+    every: usize,
+    probe_text_len: usize,
+    probe_tokens: usize,
+) -> SteeringReserve {
+    SteeringReserve {
+        injected_tokens: 0,
+        // A probe lives for its text's pass and its decoded tokens.
+        live_probes: (probe_tokens + 2).div_ceil(every.max(1)) + 1,
+        probe_tokens: probe_text_len + probe_tokens,
+    }
+}
+
 /// Positions the exit text and a forced answer of `answer_tokens` need.
 pub(crate) fn forced_answer_reserve(answer_tokens: usize) -> usize {
     // The exit text is under 16 tokens in every vocabulary here; bytes bound tokens.

@@ -5,10 +5,11 @@
 //! `every` reasoning tokens, the result is a candidate answer. Verify: a probe forks
 //! the sequence with the exit text, the candidate boxed, and a yes/no question, and
 //! decodes `probe_tokens` tokens greedily. When the model's first word is "yes" (or
-//! "correct", "right"; the default question ends "The answer is") and
-//! the reply's probability (a lower bound on p("yes")) is at least `min_yes_prob`, the sequence stops with the candidate boxed
-//! (stop reason `verified`); otherwise it reasons on untouched, since a probe never
-//! changes its parent. Every verification probe's tokens are counted.
+//! "correct", "right"; the default question ends "The answer is") and the reply's
+//! probability (a lower bound on p("yes")) is at least `min_yes_prob`, the sequence
+//! stops with the candidate boxed (stop reason `verified`); otherwise it reasons on
+//! untouched, since a probe never changes its parent. Every verification probe's
+//! tokens are counted.
 //!
 //! Unlike early exit, no agreement between probes is needed: one confident "yes"
 //! ends the trace, and one probe per candidate is paid.
@@ -49,12 +50,9 @@ impl Default for VerifyOptions {
 }
 
 /// What a verification probe said.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
-    /// With the reply's log-probability, when the backend gives one.
-    Yes {
-        logprob: Option<f32>,
-    },
+    Yes,
     No,
     Unclear,
 }
@@ -74,9 +72,7 @@ fn verdict(probe: &ProbeResult) -> Verdict {
         .collect::<String>()
         .to_lowercase();
     match first_word.as_str() {
-        "yes" | "correct" | "right" => Verdict::Yes {
-            logprob: reply_logprob(probe),
-        },
+        "yes" | "correct" | "right" => Verdict::Yes,
         "no" | "incorrect" | "wrong" | "not" => Verdict::No,
         _ => Verdict::Unclear,
     }
@@ -131,13 +127,10 @@ impl Controller for Verify {
     }
 
     fn reserve(&self) -> SteeringReserve {
+        // The exit text, the candidate (an equation's result: a number well under 32
+        // bytes), its closing brace and the question.
         let text = super::Format::Think.exit_text().len() + 32 + self.options.question.len();
-        SteeringReserve {
-            injected_tokens: 0,
-            // A probe lives for its text's pass and its decoded tokens.
-            live_probes: (self.options.probe_tokens + 2).div_ceil(self.options.every.max(1)) + 1,
-            probe_tokens: text + self.options.probe_tokens,
-        }
+        super::probe_reserve(self.options.every, text, self.options.probe_tokens)
     }
 
     fn on_token(&mut self, trace: &Trace, token: &TokenView<'_>, out: &mut Decisions) {
@@ -164,7 +157,7 @@ impl Controller for Verify {
         }
         let v = verdict(probe);
         let word = match v {
-            Verdict::Yes { .. } => "yes",
+            Verdict::Yes => "yes",
             Verdict::No => "no",
             Verdict::Unclear => "unclear",
         };
@@ -176,9 +169,8 @@ impl Controller for Verify {
         out.event("verify", Some(detail), logprob);
         // Without a log-probability (a text backend that gives none) nothing is
         // confident enough to stop on.
-        let confident =
-            matches!(v, Verdict::Yes { logprob: Some(l) } if l.exp() >= self.options.min_yes_prob);
-        if confident {
+        let confident = logprob.is_some_and(|l| l.exp() >= self.options.min_yes_prob);
+        if v == Verdict::Yes && confident {
             self.done = true;
             out.finish(
                 format!("{}{candidate}}}", trace.format.exit_text()),
@@ -293,14 +285,8 @@ mod tests {
     fn yes_is_a_whole_word() {
         assert_eq!(verdict(&answer(1, " Yesterday", -0.01)), Verdict::Unclear);
         assert_eq!(verdict(&answer(1, "no,", -0.01)), Verdict::No);
-        assert!(matches!(
-            verdict(&answer(1, "YES", -0.01)),
-            Verdict::Yes { .. }
-        ));
-        assert!(matches!(
-            verdict(&answer(1, " correct.", -0.01)),
-            Verdict::Yes { .. }
-        ));
+        assert_eq!(verdict(&answer(1, "YES", -0.01)), Verdict::Yes);
+        assert_eq!(verdict(&answer(1, " correct.", -0.01)), Verdict::Yes);
         assert_eq!(verdict(&answer(1, " incorrect.", -0.01)), Verdict::No);
         assert_eq!(verdict(&answer(1, " 72.", -0.01)), Verdict::Unclear);
     }

@@ -11,7 +11,8 @@ use terse_eval::probes::{oracle, simulate, StopRule};
 use terse_eval::record::Record;
 use terse_eval::votes::{replay_votes, trace_votes};
 use terse_eval::GradeOptions;
-use terse_reason::consistency::{ConsistencyOptions, StopRule as VoteRule};
+use terse_reason::consistency::ConsistencyOptions;
+use terse_reason::StrategySpec;
 
 #[derive(Args, Debug)]
 pub struct OracleArgs {
@@ -108,12 +109,36 @@ fn consistency_rules(label: &str, records: &[Record], args: &OracleArgs) -> Resu
         .map(|r| trace_votes(r).len())
         .min()
         .unwrap_or(0);
+    // Every rule goes through the strategy's own option parser, so a replayed rule is
+    // one `--strategy consistency` would accept (and a bad value is the same error).
+    let rule = |name: String, options: &[String]| -> Result<(String, ConsistencyOptions)> {
+        let mut all = vec![format!("max_samples={max_samples}")];
+        all.extend_from_slice(options);
+        let spec = StrategySpec::parse("consistency", &all)
+            .with_context(|| format!("replaying {name} on {max_samples} traces"))?;
+        let options = spec
+            .consistency()
+            .cloned()
+            .context("a consistency chain has a consistency stage")?;
+        Ok((name, options))
+    };
+    let mut rules = vec![rule("fixed".into(), &["rule=fixed".into()])?];
+    for &threshold in &args.threshold {
+        rules.push(rule(
+            format!("beta {threshold}"),
+            &["rule=beta".into(), format!("threshold={threshold}")],
+        )?);
+    }
+    for &window in &args.window {
+        rules.push(rule(
+            format!("window {window}"),
+            &["rule=window".into(), format!("window={window}")],
+        )?);
+    }
+
     let options = GradeOptions::default();
     let recorded = records.iter().filter(|r| r.correct).count();
-    println!(
-        "# Stopping rules replayed on {label}: {max_samples} traces per problem
-"
-    );
+    println!("# Stopping rules replayed on {label}: {max_samples} traces per problem\n");
     println!(
         "{} problems, {recorded} right as recorded (the first trace with the majority answer, graded by the run).\n",
         records.len()
@@ -121,32 +146,6 @@ fn consistency_rules(label: &str, records: &[Record], args: &OracleArgs) -> Resu
     println!("Rounds are the rule's defaults (beta: 1 trace, window W: W traces).\n");
     println!("| rule | right | lost / gained | settled early | mean traces | mean cost tokens | cost / fixed |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    let fixed = ConsistencyOptions {
-        rule: VoteRule::Fixed,
-        max_samples,
-        ..Default::default()
-    };
-    let mut rules = vec![("fixed".to_string(), fixed.clone())];
-    for &threshold in &args.threshold {
-        rules.push((
-            format!("beta {threshold}"),
-            ConsistencyOptions {
-                rule: VoteRule::Beta,
-                threshold,
-                ..fixed.clone()
-            },
-        ));
-    }
-    for &window in &args.window {
-        rules.push((
-            format!("window {window}"),
-            ConsistencyOptions {
-                rule: VoteRule::Window,
-                window,
-                ..fixed.clone()
-            },
-        ));
-    }
     let mut fixed_cost = None;
     for (name, rule) in rules {
         let s =

@@ -8,6 +8,7 @@ use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
 use terse_eval::compare::load_run;
+use terse_eval::run::{RunManifest, CONFIG_FILE};
 use terse_reason::difficulty::{
     cross_validated_auc, probe_path, DifficultyProbe, FitOptions, Logistic, Standardizer,
 };
@@ -43,18 +44,17 @@ pub fn run(args: TrainProbeArgs) -> Result<()> {
         "--l2 must be a finite number ≥ 0"
     );
     let run = load_run(&args.run).with_context(|| format!("loading run {}", args.run.display()))?;
-    let config_path = args.run.join("config.json");
-    let config: serde_json::Value = serde_json::from_str(
+    let config_path = args.run.join(CONFIG_FILE);
+    let manifest: RunManifest = serde_json::from_str(
         &std::fs::read_to_string(&config_path)
             .with_context(|| format!("reading {}", config_path.display()))?,
     )
     .with_context(|| format!("parsing {}", config_path.display()))?;
-    let stages = config["strategy"]["stages"].as_array().map_or(0, Vec::len);
-    if stages != 0 {
+    if !manifest.config.strategy.stages.is_empty() {
         bail!(
             "{} is not a plain chain-of-thought run (strategy {}): train the probe on `terse eval --strategy none`",
             args.run.display(),
-            run.records.first().map_or("?", |r| r.strategy.as_str())
+            manifest.config.strategy
         );
     }
     let records: Vec<_> = run.records.iter().filter(|r| r.sample == 0).collect();
@@ -70,11 +70,11 @@ pub fn run(args: TrainProbeArgs) -> Result<()> {
     let model_file = engine.path().to_path_buf();
     let backend = LocalBackend::new(engine, 8)?;
     let fingerprint = backend.fingerprint();
-    let run_model = config["model"].as_str().unwrap_or("");
-    if run_model != fingerprint {
+    if manifest.model != fingerprint {
         bail!(
-            "{} was run with model {run_model}, not {} ({fingerprint}): its outcomes are another model's",
+            "{} was run with model {}, not {} ({fingerprint}): its outcomes are another model's",
             args.run.display(),
+            manifest.model,
             model_file.display()
         );
     }
@@ -106,11 +106,8 @@ pub fn run(args: TrainProbeArgs) -> Result<()> {
     let cv_auc_correct = cross_validated_auc(&hidden, &right, args.folds, args.seed, &options);
     let cv_auc_long = cross_validated_auc(&hidden, &long, args.folds, args.seed, &options);
 
-    let all: Vec<Vec<f64>> = hidden
-        .iter()
-        .map(|h| h.iter().map(|&v| f64::from(v)).collect())
-        .collect();
-    let standardizer = Standardizer::fit(&all);
+    let rows: Vec<&[f32]> = hidden.iter().map(Vec::as_slice).collect();
+    let standardizer = Standardizer::fit(&rows);
     let z: Vec<Vec<f64>> = hidden.iter().map(|h| standardizer.apply(h)).collect();
     let probe = DifficultyProbe {
         model_fingerprint: fingerprint,
