@@ -84,6 +84,9 @@ pub struct Summary {
     /// How often each stop reason ended an answer.
     #[serde(default)]
     pub stop_reasons: BTreeMap<String, usize>,
+    /// `adaptive`: how many answers each class's preset gave (`easy → be-brief`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub adaptive_routes: BTreeMap<String, usize>,
     pub latency_mean_s: Option<f64>,
     pub latency_p50_s: Option<f64>,
     pub latency_p90_s: Option<f64>,
@@ -136,8 +139,21 @@ impl Summary {
         let cost = per_record(&|r| r.usage.cost_tokens());
         let cost_tokens_total: u64 = records.iter().map(|r| r.usage.cost_tokens()).sum();
         let mut stop_reasons = BTreeMap::new();
+        let mut adaptive_routes = BTreeMap::new();
         for record in records {
             *stop_reasons.entry(record.stop_reason.clone()).or_insert(0) += 1;
+            let route = record
+                .events
+                .iter()
+                .find(|e| e.strategy == "adaptive" && e.kind == "route");
+            if let Some(detail) = route.and_then(|e| e.detail.as_deref()) {
+                // "easy (P(long) …, P(right) …) → be-brief"
+                let class = detail.split(' ').next().unwrap_or(detail);
+                let preset = detail.rsplit(" → ").next().unwrap_or("?");
+                *adaptive_routes
+                    .entry(format!("{class} → {preset}"))
+                    .or_insert(0) += 1;
+            }
         }
         let latency_total: f64 = latency.iter().sum();
         let ratio = |count: usize| (n > 0).then(|| count as f64 / n as f64);
@@ -184,6 +200,7 @@ impl Summary {
             cost_per_correct: (correct > 0).then(|| cost_tokens_total as f64 / correct as f64),
             probe_forward_share: probe_forward_share(records),
             stop_reasons,
+            adaptive_routes,
             latency_mean_s: stats::mean(&latency),
             latency_p50_s: stats::median(&latency),
             latency_p90_s: stats::percentile(&latency, 90.0),
@@ -391,6 +408,18 @@ pub fn render_report(summary: &Summary, records: &[Record]) -> String {
                 .map(|(r, n)| format!("{r} {n}"))
                 .collect::<Vec<_>>()
                 .join(", "),
+        ),
+        (
+            "adaptive routes",
+            if s.adaptive_routes.is_empty() {
+                "–".into()
+            } else {
+                s.adaptive_routes
+                    .iter()
+                    .map(|(r, n)| format!("{r}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
         ),
         (
             "prompt tokens mean (from the prefix cache)",

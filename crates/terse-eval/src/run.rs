@@ -189,9 +189,13 @@ pub fn run_eval(
         0.0
     };
 
+    // An `adaptive` answer depends on the difficulty probe's file as well as on the
+    // request, and a retrained probe routes differently: those answers are not cached
+    // (`--resume` still keeps them, through the records).
     let cache = config
         .cache_dir
         .as_deref()
+        .filter(|_| config.strategy.adaptive().is_none())
         .map(GenerationCache::open)
         .transpose()?;
     let mut records = existing.records;

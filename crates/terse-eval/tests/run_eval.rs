@@ -75,6 +75,16 @@ impl Backend for ScriptedAnswerer {
             .collect())
     }
 
+    fn difficulty(
+        &self,
+        _request: &CompletionRequest,
+        _probe: Option<&std::path::Path>,
+    ) -> Result<terse_reason::adaptive::Difficulty, BackendError> {
+        Err(BackendError::Generation(
+            "a scripted answerer has no hidden states".into(),
+        ))
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             logits: false,

@@ -168,8 +168,8 @@ fn shuffled(n: usize, seed: u64) -> Vec<usize> {
     order
 }
 
-/// Cross-validated AUC of a logistic model: each example is scored by a model fitted
-/// (standardiser included) on the other folds. `None` when a class is missing.
+/// Cross-validated AUC of a logistic model ([`cross_validated_scores`]). `None` when
+/// a class is missing.
 pub fn cross_validated_auc(
     hidden: &[Vec<f32>],
     labels: &[bool],
@@ -177,6 +177,21 @@ pub fn cross_validated_auc(
     seed: u64,
     options: &FitOptions,
 ) -> Option<f64> {
+    auc(
+        &cross_validated_scores(hidden, labels, folds, seed, options),
+        labels,
+    )
+}
+
+/// Out-of-fold probabilities: each example is scored by a model fitted (standardiser
+/// included) on the other folds, as a probe trained without it would score it.
+pub fn cross_validated_scores(
+    hidden: &[Vec<f32>],
+    labels: &[bool],
+    folds: usize,
+    seed: u64,
+    options: &FitOptions,
+) -> Vec<f64> {
     let folds = folds.clamp(2, hidden.len().max(2));
     let order = shuffled(hidden.len(), seed);
     let mut scores = vec![0.0; hidden.len()];
@@ -195,7 +210,7 @@ pub fn cross_validated_auc(
             scores[i] = model.probability(&standardizer.apply(&hidden[i]));
         }
     }
-    auc(&scores, labels)
+    scores
 }
 
 /// The trained probe, as written next to the model.

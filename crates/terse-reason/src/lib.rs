@@ -7,6 +7,7 @@
 //! server ([`OpenAiBackend`]: llama.cpp's server, vLLM, SGLang, where the same
 //! strategies run over streamed text). The strategies live in [`strategy`].
 
+pub mod adaptive;
 pub mod consistency;
 pub mod difficulty;
 mod local;
@@ -210,6 +211,8 @@ pub enum BackendError {
     Engine(#[from] terse_engine::EngineError),
     #[error(transparent)]
     Strategy(#[from] StrategyError),
+    #[error(transparent)]
+    Probe(#[from] difficulty::ProbeError),
     #[error("cannot hash model file {path}: {source}")]
     Fingerprint {
         path: std::path::PathBuf,
@@ -247,13 +250,43 @@ pub trait Backend: Send + Sync {
         sink: Sink<'_>,
     ) -> Result<Completion, BackendError>;
 
-    /// Runs the request to the end; a strategy that draws several traces
-    /// ([`consistency`]) runs them through [`Backend::complete_siblings`].
-    fn complete(&self, request: &CompletionRequest) -> Result<Completion, BackendError> {
-        match request.strategy.consistency() {
-            Some(options) => consistency::complete(self, request, options),
-            None => self.complete_streaming(request, &mut |_, _| {}),
+    /// What the difficulty probe at `probe` (by default the one beside the model)
+    /// predicts for this request's prompt; for `adaptive`. A backend that cannot give
+    /// the prompt's hidden state says so.
+    fn difficulty(
+        &self,
+        request: &CompletionRequest,
+        probe: Option<&std::path::Path>,
+    ) -> Result<adaptive::Difficulty, BackendError>;
+
+    /// Runs the request whole: routed by difficulty ([`adaptive`]), or drawn as
+    /// several voting traces ([`consistency`], through
+    /// [`Backend::complete_siblings`]), or one steered trace. Visible text reaches
+    /// `sink` as it is decoded; when traces vote, once the vote is in.
+    fn complete_with(
+        &self,
+        request: &CompletionRequest,
+        sink: Sink<'_>,
+    ) -> Result<Completion, BackendError> {
+        if let Some(options) = request.strategy.adaptive() {
+            return adaptive::complete(self, request, options, sink);
         }
+        match request.strategy.consistency() {
+            Some(options) => {
+                let completion = consistency::complete(self, request, options)?;
+                if let Some(reasoning) = &completion.reasoning {
+                    sink(PieceKind::Reasoning, reasoning);
+                }
+                sink(PieceKind::Content, &completion.text);
+                Ok(completion)
+            }
+            None => self.complete_streaming(request, sink),
+        }
+    }
+
+    /// Runs the request to the end ([`Backend::complete_with`], text unseen).
+    fn complete(&self, request: &CompletionRequest) -> Result<Completion, BackendError> {
+        self.complete_with(request, &mut |_, _| {})
     }
 
     /// Runs several requests for the same prompt (siblings: self-consistency's

@@ -8,16 +8,20 @@
 //! caller that stops listening (a closed connection) ends its request at the next
 //! token, freeing its sequence and probes.
 
+use crate::adaptive::Difficulty;
+use crate::difficulty::{probe_path, DifficultyProbe};
 use crate::strategy::{PieceSink, Runner, TokenIds};
 use crate::{
     Backend, BackendError, Capabilities, Completion, CompletionRequest, EngineTime, Finish,
-    PieceKind, Prompt, Sink, Usage,
+    PieceKind, Prompt, Sink, StrategySpec, Usage,
 };
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 use terse_engine::{
@@ -62,15 +66,20 @@ pub struct LocalBackend {
     ids: TokenIds,
     fingerprint: String,
     ctx_size: usize,
+    model_file: PathBuf,
+    /// Difficulty probes read so far, by path (each checked against this model once).
+    probes: Mutex<HashMap<PathBuf, Arc<DifficultyProbe>>>,
 }
 
 impl LocalBackend {
     /// Moves a loaded engine onto a driver thread that runs up to `max_sequences`
     /// requests per forward pass; hashes its GGUF file once for the fingerprint.
     pub fn new(engine: Engine, max_sequences: usize) -> Result<Self, BackendError> {
-        let path = engine.path().to_path_buf();
-        let fingerprint =
-            sha256_file(&path).map_err(|source| BackendError::Fingerprint { path, source })?;
+        let model_file = engine.path().to_path_buf();
+        let fingerprint = sha256_file(&model_file).map_err(|source| BackendError::Fingerprint {
+            path: model_file.clone(),
+            source,
+        })?;
         let template = match ChatTemplate::from_gguf(engine.gguf(), engine.tokenizer()) {
             Ok(Some(t)) => t,
             Ok(None) => ChatTemplate::chatml(),
@@ -95,6 +104,8 @@ impl LocalBackend {
             ids,
             fingerprint: format!("sha256:{fingerprint}"),
             ctx_size,
+            model_file,
+            probes: Mutex::new(HashMap::new()),
         })
     }
 
@@ -254,6 +265,43 @@ impl Backend for LocalBackend {
         let rendered = self.render_prompt(request)?;
         let runner = Runner::new(&request.strategy, &rendered, None, None);
         Ok(format!("{rendered}{}", runner.assistant_prefix()))
+    }
+
+    fn difficulty(
+        &self,
+        request: &CompletionRequest,
+        probe: Option<&Path>,
+    ) -> Result<Difficulty, BackendError> {
+        // The probe was trained on plain-CoT prompts: read the prompt without the
+        // request's strategy stages.
+        let plain = CompletionRequest {
+            strategy: StrategySpec::none(),
+            ..request.clone()
+        };
+        let prompt = self.render(&plain)?;
+        let hidden = self
+            .prompt_hidden_states(&[prompt])?
+            .pop()
+            .ok_or_else(|| BackendError::Generation("no prompt hidden state".into()))?;
+        let path = probe.map_or_else(|| probe_path(&self.model_file), Path::to_path_buf);
+        let probe = {
+            // Entries are only ever inserted whole: a poisoned map is still sound.
+            let mut probes = self.probes.lock().unwrap_or_else(|e| e.into_inner());
+            match probes.get(&path) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = Arc::new(DifficultyProbe::load(
+                        &path,
+                        &self.fingerprint,
+                        hidden.len(),
+                    )?);
+                    probes.insert(path, p.clone());
+                    p
+                }
+            }
+        };
+        let (p_right, p_long) = probe.predict(&hidden);
+        Ok(Difficulty { p_right, p_long })
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -398,6 +398,19 @@ impl Backend for OpenAiBackend {
         Ok(canonical.to_string())
     }
 
+    fn difficulty(
+        &self,
+        _request: &CompletionRequest,
+        _probe: Option<&std::path::Path>,
+    ) -> Result<crate::adaptive::Difficulty, BackendError> {
+        Err(StrategyError::Unsupported {
+            strategy: "adaptive".into(),
+            what: "the prompt's final hidden state (for the difficulty probe)",
+            backend: "openai".into(),
+        }
+        .into())
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             logits: false,

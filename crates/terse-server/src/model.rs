@@ -143,7 +143,7 @@ impl Served {
             Served::Proxy(p) => &p.backend,
         };
         let results = match self {
-            Served::Local(b) if requests.iter().all(|r| r.strategy.consistency().is_none()) => {
+            Served::Local(b) if requests.iter().all(|r| r.strategy.is_single_trace()) => {
                 match b.complete_siblings_until(requests, sink) {
                     Ok(results) => results,
                     Err(e) => {
@@ -156,18 +156,9 @@ impl Served {
                 .iter()
                 .enumerate()
                 .map(|(index, request)| {
-                    if request.strategy.consistency().is_some() {
-                        let completion = backend.complete(request)?;
-                        if let Some(reasoning) = &completion.reasoning {
-                            sink(index, PieceKind::Reasoning, reasoning);
-                        }
-                        sink(index, PieceKind::Content, &completion.text);
-                        Ok(completion)
-                    } else {
-                        backend.complete_streaming(request, &mut |kind, text| {
-                            sink(index, kind, text);
-                        })
-                    }
+                    backend.complete_with(request, &mut |kind, text| {
+                        sink(index, kind, text);
+                    })
                 })
                 .collect(),
         };

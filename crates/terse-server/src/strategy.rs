@@ -75,6 +75,10 @@ pub struct StrategyAsk<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
+    /// The model: an alias, a .gguf path or a Hugging Face id.
+    pub model: Option<String>,
+    pub threads: Option<usize>,
+    pub ctx_size: Option<usize>,
     pub host: Option<String>,
     pub port: Option<u16>,
     pub max_sequences: Option<usize>,
@@ -323,8 +327,11 @@ mod tests {
     #[test]
     fn the_server_table_holds_serve_flags_beside_the_presets() {
         let text = "[server]\nport = 9000\nmax_sequences = 16\nstrategy = \"loop-guard\"\n\
+                    model = \"qwen2.5-coder-1.5b\"\nthreads = 2\nctx_size = 2048\n\
                     [preset.fast]\nstrategy = \"early-exit\"\n";
         let settings = ServerSettings::from_toml(text).unwrap();
+        assert_eq!(settings.model.as_deref(), Some("qwen2.5-coder-1.5b"));
+        assert_eq!((settings.threads, settings.ctx_size), (Some(2), Some(2048)));
         assert_eq!(settings.port, Some(9000));
         assert_eq!(settings.max_sequences, Some(16));
         assert_eq!(settings.strategy.as_deref(), Some("loop-guard"));

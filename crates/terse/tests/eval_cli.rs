@@ -345,3 +345,128 @@ fn train_probe_fits_on_a_plain_run_and_refuses_the_run_of_another_model() {
     assert!(stderr.contains("another model"), "{stderr}");
     let _ = std::fs::remove_dir_all(&run);
 }
+
+fn records(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("records.jsonl"))
+        .expect("records.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a record is JSON"))
+        .collect()
+}
+
+#[test]
+fn adaptive_answers_each_problem_exactly_as_its_class_preset_does() {
+    let train = scratch_dir("adaptive-train");
+    let o = eval("synthetic:d1:n12:s3", &train, &["-m", "gemma3-270m"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let probe = train.join("probe.json");
+    let predictions = train.join("cv.jsonl");
+    let o = terse(&[
+        "train-probe",
+        "-m",
+        "gemma3-270m",
+        "--run",
+        train.to_str().unwrap(),
+        "--folds",
+        "2",
+        "--out",
+        probe.to_str().unwrap(),
+        "--predictions",
+        predictions.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cv = std::fs::read_to_string(&predictions).expect("predictions written");
+    assert_eq!(cv.lines().count(), 12);
+    assert!(cv.contains("\"p_long\""), "{cv}");
+
+    // The hard preset from a table (a budget of 8 reasoning tokens), the easy one by
+    // name; thresholds at 1 make every problem easy, at 0 every problem hard.
+    let config = train.join("adaptive.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "strategy = \"adaptive\"\n[adaptive]\nprobe = {:?}\neasy = \"be-brief\"\n\
+             [adaptive.hard]\nstrategy = \"budget\"\nbudget = {{ reasoning_tokens = 8 }}\n",
+            probe.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let dataset = "synthetic:d1:n4:s9";
+    let mut routed = Vec::new();
+    for (label, threshold, preset) in [("easy", "1", "be-brief"), ("hard", "0", "budget")] {
+        let out = train.join(format!("all-{label}"));
+        let config = config.to_str().unwrap();
+        let o = eval(
+            dataset,
+            &out,
+            &[
+                "-m",
+                "gemma3-270m",
+                "--strategy-config",
+                config,
+                "--strategy-opt",
+                &format!("easy_below={threshold}"),
+                "--strategy-opt",
+                &format!("hard_above={threshold}"),
+            ],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let recs = records(&out);
+        assert_eq!(recs.len(), 4);
+        assert_eq!(
+            summary(&out)["adaptive_routes"][format!("{label} → {preset}")],
+            4
+        );
+        for r in &recs {
+            let route = &r["events"][0];
+            assert_eq!(route["kind"], "route", "{r}");
+            let detail = route["detail"].as_str().unwrap();
+            assert!(
+                detail.starts_with(label) && detail.contains("P(long)"),
+                "{detail}"
+            );
+        }
+        routed.push(recs);
+    }
+    for (preset, options, recs) in [
+        ("be-brief", vec![], &routed[0]),
+        (
+            "budget",
+            vec!["--strategy-opt", "reasoning_tokens=8"],
+            &routed[1],
+        ),
+    ] {
+        let out = train.join(preset);
+        let mut extra = vec!["-m", "gemma3-270m", "--strategy", preset];
+        extra.extend(options);
+        let o = eval(dataset, &out, &extra);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let alone = records(&out);
+        for (a, r) in alone.iter().zip(recs) {
+            assert_eq!(a["output"], r["output"], "{preset} alone and routed differ");
+            assert_eq!(a["usage"]["output_tokens"], r["usage"]["output_tokens"]);
+            assert_eq!(a["stop_reason"], r["stop_reason"]);
+        }
+    }
+
+    let o = terse(&[
+        "generate",
+        "-m",
+        "qwen2.5-coder-0.5b",
+        "-n",
+        "4",
+        "--strategy",
+        "adaptive",
+        "--strategy-opt",
+        &format!("probe={}", probe.to_str().unwrap()),
+        "--chat",
+        "1 + 1?",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("was trained for model") && stderr.contains("train-probe"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&train);
+}

@@ -1,24 +1,25 @@
 //! `terse serve` as a user starts it: the flags parse, it listens, turns healthy, takes
-//! its key from `TERSE_API_KEY`, reads strategy presets from `--config` and answers a
-//! chat on the default model.
+//! its key from `TERSE_API_KEY`, reads its model flags and strategy presets from
+//! `--config` and answers a chat on the default model.
 
 mod common;
 
 use std::process::{Command, Stdio};
 
 #[test]
-fn terse_serve_listens_takes_the_key_from_the_environment_and_a_preset_from_its_config() {
+fn terse_serve_listens_takes_the_key_from_the_environment_and_its_settings_from_its_config() {
     let port = common::free_port();
     let config = std::env::temp_dir().join(format!("terse-serve-{port}.toml"));
     std::fs::write(
         &config,
-        "[preset.tiny]\nstrategy = \"budget\"\n[preset.tiny.budget]\nreasoning_tokens = 2\n",
+        "[server]\nmodel = \"qwen2.5-coder-0.5b\"\nctx_size = 512\nthreads = 2\n\
+         [preset.tiny]\nstrategy = \"budget\"\n[preset.tiny.budget]\nreasoning_tokens = 2\n",
     )
     .expect("write the config");
     let log = std::env::temp_dir().join(format!("terse-serve-{port}.log"));
     let log_file = std::fs::File::create(&log).expect("a log file");
     let child = Command::new(env!("CARGO_BIN_EXE_terse"))
-        .args(["serve", "--port", &port.to_string(), "-c", "512", "-t", "2"])
+        .args(["serve", "--port", &port.to_string()])
         .args(["--max-sequences", "2", "--max-queue", "4", "-n", "6"])
         .arg("--config")
         .arg(&config)
@@ -66,4 +67,22 @@ fn terse_serve_listens_takes_the_key_from_the_environment_and_a_preset_from_its_
     assert_eq!(v["usage"]["terse"]["strategy"], "budget", "{v}");
     // The preset's budget of 2 reasoning tokens cut the answer.
     assert_eq!(v["usage"]["terse"]["events"][0]["kind"], "budget", "{v}");
+    // `ctx_size = 512` from the config: a longer prompt is refused with the counts.
+    let long = serde_json::json!({
+        "model": "qwen2.5-coder-0.5b",
+        "messages": [{"role": "user", "content": "one two three ".repeat(200)}],
+    });
+    match ureq::post(&format!("{base}/v1/chat/completions"))
+        .set("Authorization", "Bearer cli-key")
+        .send_string(&long.to_string())
+    {
+        Err(ureq::Error::Status(400, resp)) => {
+            let text = resp.into_string().expect("a body");
+            assert!(
+                text.contains("exceed_context_size_error") && text.contains("512"),
+                "{text}"
+            );
+        }
+        other => panic!("expected a 400 for a prompt over 512 tokens, got {other:?}"),
+    }
 }

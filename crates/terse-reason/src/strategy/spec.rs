@@ -20,6 +20,7 @@ use super::prompts::{add_exemplars, add_system, ExemplarOptions, BE_BRIEF, CHAIN
 use super::stop_boost::{StopBoost, StopBoostOptions};
 use super::verify::{Verify, VerifyOptions};
 use super::{Controller, FormatChoice, Needs, StrategyError};
+use crate::adaptive::{AdaptiveOptions, PRESETS, THRESHOLD_OPTIONS};
 use crate::consistency::ConsistencyOptions;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -43,6 +44,9 @@ pub enum Stage {
     /// Draws several traces and votes (see [`crate::consistency`]); the other
     /// stages steer each trace.
     Consistency(ConsistencyOptions),
+    /// Routes each problem to a preset strategy by its predicted difficulty (see
+    /// [`crate::adaptive`]); stands alone in its chain.
+    Adaptive(AdaptiveOptions),
 }
 
 /// Every stage name, in the order `--help` lists them.
@@ -60,6 +64,7 @@ pub const STAGE_NAMES: &[&str] = &[
     "loop-guard",
     "verify",
     "consistency",
+    "adaptive",
 ];
 
 impl Stage {
@@ -77,6 +82,7 @@ impl Stage {
             Stage::LoopGuard(_) => "loop-guard",
             Stage::Verify(_) => "verify",
             Stage::Consistency(_) => "consistency",
+            Stage::Adaptive(_) => "adaptive",
         }
     }
 
@@ -110,6 +116,7 @@ impl Stage {
             "loop-guard" => Stage::LoopGuard(opts(name, options)?),
             "verify" => Stage::Verify(opts(name, options)?),
             "consistency" => Stage::Consistency(opts(name, options)?),
+            "adaptive" => Stage::Adaptive(adaptive_options(options)?),
             other => {
                 return Err(StrategyError::UnknownStrategy {
                     name: other.into(),
@@ -149,6 +156,11 @@ impl Stage {
                 k.push("round".into());
                 k
             }
+            "adaptive" => THRESHOLD_OPTIONS
+                .iter()
+                .chain(PRESETS)
+                .map(|s| s.to_string())
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -339,10 +351,13 @@ impl Stage {
                     o.threshold > 0.5 && o.threshold < 1.0,
                     "between 0.5 and 1 (exclusive)",
                 )?;
+                // The window matters only to its rule (max_samples = 3 leaves the
+                // default window of 5 to `beta` and `fixed`).
                 range(
                     "window",
                     o.window.to_string(),
-                    (1..=o.max_samples).contains(&o.window),
+                    o.rule != crate::consistency::StopRule::Window
+                        || (1..=o.max_samples).contains(&o.window),
                     "1 to max_samples",
                 )?;
                 range(
@@ -356,6 +371,20 @@ impl Stage {
                     None => Ok(()),
                 }
             }
+            Stage::Adaptive(o) => {
+                range(
+                    "easy_below",
+                    o.easy_below.to_string(),
+                    (0.0..=1.0).contains(&o.easy_below),
+                    "0 to 1",
+                )?;
+                range(
+                    "hard_above",
+                    o.hard_above.to_string(),
+                    (o.easy_below..=1.0).contains(&o.hard_above),
+                    "easy_below to 1",
+                )
+            }
         }
     }
 
@@ -364,7 +393,8 @@ impl Stage {
             Stage::BeBrief
             | Stage::ChainOfDraft
             | Stage::ConciseExemplars(_)
-            | Stage::Consistency(_) => return None,
+            | Stage::Consistency(_)
+            | Stage::Adaptive(_) => return None,
             Stage::Budget(o) => Box::new(Budget::new(o)),
             Stage::BudgetForcing(o) => Box::new(BudgetForcing::new(o)),
             Stage::EarlyExit(o) => Box::new(EarlyExit::new(o)),
@@ -454,6 +484,16 @@ impl StrategySpec {
                     name: (*name).into(),
                     valid: STAGE_NAMES.join(", "),
                 });
+            }
+        }
+        if names.len() > 1 {
+            if let Some(other) = names.iter().find(|n| **n != "adaptive") {
+                if names.contains(&"adaptive") {
+                    return Err(StrategyError::Config(format!(
+                        "adaptive routes each problem to a whole strategy: put '{other}' into \
+                         its presets (easy, normal, hard), not beside it"
+                    )));
+                }
             }
         }
         for table in tables.keys() {
@@ -579,6 +619,36 @@ impl StrategySpec {
         })
     }
 
+    /// The `adaptive` stage's options, when the strategy routes by difficulty.
+    pub fn adaptive(&self) -> Option<&AdaptiveOptions> {
+        self.stages.iter().find_map(|s| match s {
+            Stage::Adaptive(o) => Some(o),
+            _ => None,
+        })
+    }
+
+    /// Whether a request of this strategy is one steered trace (not routed by
+    /// difficulty, not several voting traces): one that can stream as it decodes
+    /// and run beside other requests as a sibling.
+    pub fn is_single_trace(&self) -> bool {
+        self.consistency().is_none() && self.adaptive().is_none()
+    }
+
+    /// The most sequences one request of this strategy has in flight at once: a
+    /// `consistency` round's traces, or the largest of `adaptive`'s presets.
+    pub fn sequences_in_flight(&self) -> usize {
+        match (self.adaptive(), self.consistency()) {
+            (Some(a), _) => a
+                .presets()
+                .iter()
+                .map(|p| p.sequences_in_flight())
+                .max()
+                .unwrap_or(1),
+            (None, Some(c)) => c.round_size(),
+            (None, None) => 1,
+        }
+    }
+
     /// The strategy of each trace: this one without its `consistency` stage.
     pub fn without_consistency(&self) -> StrategySpec {
         StrategySpec {
@@ -596,6 +666,69 @@ impl StrategySpec {
     pub fn steers(&self) -> bool {
         self.stages.iter().any(|s| s.controller().is_some())
     }
+}
+
+/// `adaptive`'s options: each preset a chain (`"be-brief"`) or a table in the file
+/// form (`strategy = "…"` and its stages' tables), then the thresholds.
+fn adaptive_options(mut table: toml::Table) -> Result<AdaptiveOptions, StrategyError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Thresholds {
+        signal: Option<crate::adaptive::Signal>,
+        easy_below: Option<f64>,
+        hard_above: Option<f64>,
+        probe: Option<std::path::PathBuf>,
+    }
+    let bad = |message: String| StrategyError::BadOption {
+        strategy: "adaptive".into(),
+        message,
+    };
+    let mut options = AdaptiveOptions::default();
+    for preset in PRESETS {
+        let Some(value) = table.remove(*preset) else {
+            continue;
+        };
+        let spec = match value {
+            toml::Value::String(chain) => StrategySpec::parse(&chain, &[]),
+            toml::Value::Table(t) => toml::Value::Table(t)
+                .try_into::<ConfigFile>()
+                .map_err(|e| StrategyError::Config(e.message().to_string()))
+                .and_then(|file| {
+                    let chain = file.strategy.ok_or_else(|| {
+                        StrategyError::Config("no `strategy = \"…\"` given".into())
+                    })?;
+                    StrategySpec::build(&chain, file.format, file.tables, &[])
+                }),
+            other => {
+                return Err(bad(format!(
+                    "preset '{preset}' must be a strategy chain or a table, not {other}"
+                )))
+            }
+        }
+        .map_err(|e| bad(format!("preset '{preset}': {e}")))?;
+        if spec.adaptive().is_some() {
+            return Err(bad(format!("preset '{preset}' cannot itself be adaptive")));
+        }
+        match *preset {
+            "easy" => options.easy = spec,
+            "normal" => options.normal = spec,
+            _ => options.hard = spec,
+        }
+    }
+    let thresholds: Thresholds = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| bad(e.message().to_string()))?;
+    if let Some(signal) = thresholds.signal {
+        options.signal = signal;
+    }
+    if let Some(v) = thresholds.easy_below {
+        options.easy_below = v;
+    }
+    if let Some(v) = thresholds.hard_above {
+        options.hard_above = v;
+    }
+    options.probe = thresholds.probe;
+    Ok(options)
 }
 
 /// A `--strategy-opt` value as TOML, or as a string when it is not valid TOML.
@@ -720,6 +853,75 @@ mod tests {
         let json = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<StrategySpec>(&json).unwrap(), spec);
         assert!(json.contains("\"name\":\"early-exit\""), "{json}");
+    }
+
+    #[test]
+    fn adaptive_presets_come_from_flags_or_from_file_tables() {
+        let spec = StrategySpec::parse(
+            "adaptive",
+            &[
+                "easy=be-brief".into(),
+                "hard=loop-guard+early-exit".into(),
+                "easy_below=0.3".into(),
+                "signal=wrong".into(),
+            ],
+        )
+        .unwrap();
+        let a = spec.adaptive().expect("adaptive options");
+        assert_eq!(a.easy.to_string(), "be-brief");
+        assert_eq!(a.normal, StrategySpec::none());
+        assert_eq!(a.hard.to_string(), "loop-guard+early-exit");
+        assert_eq!(a.easy_below, 0.3);
+        assert_eq!(a.hard_above, 0.5);
+        assert_eq!(a.signal, crate::adaptive::Signal::Wrong);
+        assert!(!spec.is_single_trace());
+        assert!(!spec.steers(), "the presets steer, once routed");
+
+        let file = "strategy = \"adaptive\"\n[adaptive]\nhard_above = 0.8\n\
+                    [adaptive.hard]\nstrategy = \"consistency\"\n\
+                    consistency = { max_samples = 3, rule = \"fixed\" }\n";
+        let spec = StrategySpec::from_toml(file, None, &[]).unwrap();
+        let a = spec.adaptive().unwrap();
+        assert_eq!(a.hard_above, 0.8);
+        assert_eq!(a.hard.consistency().map(|c| c.max_samples), Some(3));
+        assert_eq!(spec.sequences_in_flight(), 3, "the widest preset's round");
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<StrategySpec>(&json).unwrap(), spec);
+    }
+
+    #[test]
+    fn adaptive_refuses_bad_presets_thresholds_and_company() {
+        let err = StrategySpec::parse("adaptive", &["easy=be-quick".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("preset 'easy'") && err.contains("unknown strategy 'be-quick'"),
+            "{err}"
+        );
+        let err = StrategySpec::parse("adaptive", &["hard=adaptive".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot itself be adaptive"), "{err}");
+        let err = StrategySpec::parse("adaptive", &["easy_below=0.6".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'hard_above'") && err.contains("easy_below to 1"),
+            "{err}"
+        );
+        let err = StrategySpec::parse("adaptive", &["signal=vibes".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("adaptive") && err.contains("vibes"), "{err}");
+        let err = StrategySpec::parse("adaptive", &["budget=3".into()]).unwrap_err();
+        assert!(
+            matches!(err, StrategyError::UnclaimedOption { .. }),
+            "{err}"
+        );
+        let err = StrategySpec::parse("loop-guard+adaptive", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("put 'loop-guard' into its presets"), "{err}");
     }
 
     #[test]

@@ -192,7 +192,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             // 1024 tokens), its longest answer, and what its strategy may inject or
             // probe (a margin of 512). Self-consistency runs each round's traces as
             // siblings: that many sequences per problem in flight.
-            let traces = strategy.consistency().map_or(1, |c| c.round_size());
+            let traces = strategy.sequences_in_flight();
             let sequences = usize::from(args.concurrency) * traces;
             let kv_tokens = sequences * (args.sampling.max_tokens + 1024 + 512);
             let backend =

@@ -180,7 +180,7 @@ fn run_steered(
         (None, None) => bail!("give --prompt TEXT, --prompt-file PATH or --chat TEXT"),
     };
     // Self-consistency draws its traces as siblings: one sequence each per round.
-    let sequences = strategy.consistency().map_or(1, |c| c.round_size());
+    let sequences = strategy.sequences_in_flight();
     let kv_tokens = (engine.ctx_size() + 1024) * sequences;
     drop(engine);
     let backend = LocalBackend::new(args.model.load_with_kv_capacity(kv_tokens)?, sequences)?;
@@ -203,17 +203,8 @@ fn run_steered(
         let _ = stdout.write_all(text.as_bytes());
         let _ = stdout.flush();
     };
-    let completion = if strategy.consistency().is_some() {
-        // The answer is known only once the traces have voted.
-        let completion = backend.complete(&request)?;
-        if let Some(reasoning) = &completion.reasoning {
-            print(PieceKind::Reasoning, reasoning);
-        }
-        print(PieceKind::Content, &completion.text);
-        completion
-    } else {
-        backend.complete_streaming(&request, &mut print)?
-    };
+    // Streams as decoded; self-consistency's answer comes once its traces have voted.
+    let completion = backend.complete_with(&request, &mut print)?;
     let _ = writeln!(stdout);
     let u = completion.usage;
     eprintln!(

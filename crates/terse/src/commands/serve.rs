@@ -10,10 +10,27 @@ use terse_reason::LocalBackend;
 use terse_server::strategy::{Presets, ServerSettings};
 use terse_server::{Defaults, Model, ServerConfig, Upstream};
 
+/// `generate`'s model flags, unset unless given, so `[server]` in `--config` can set
+/// them.
+#[derive(Args, Debug)]
+pub struct ServeModelArgs {
+    /// Model alias (see `terse models list`), a path to a .gguf file, or a Hugging Face
+    /// id `org/repo/file.gguf` [default: the default model].
+    #[arg(short, long)]
+    pub model: Option<String>,
+    /// Worker threads (0 = all cores) [default: 0].
+    #[arg(short, long)]
+    pub threads: Option<usize>,
+    /// Context size of each sequence in tokens (0 = min(4096, the model's trained
+    /// context)) [default: 0].
+    #[arg(short = 'c', long)]
+    pub ctx_size: Option<usize>,
+}
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
+    pub model: ServeModelArgs,
     /// Defaults for the sampling fields a request leaves out (`-n` is the default
     /// `max_tokens`).
     #[command(flatten)]
@@ -39,9 +56,9 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer KEY` on /v1/* (default: $TERSE_API_KEY).
     #[arg(long)]
     pub api_key: Option<String>,
-    /// A TOML file: a `[server]` table of these flags (host, port, max_sequences,
-    /// max_queue, served_model_name, upstream, upstream_model, strategy; a flag given
-    /// wins), strategy presets as `[preset.NAME]` tables in --strategy-config's format
+    /// A TOML file: a `[server]` table of these flags (model, threads, ctx_size, host,
+    /// port, max_sequences, max_queue, served_model_name, upstream, upstream_model,
+    /// strategy; a flag given wins), strategy presets as `[preset.NAME]` tables in --strategy-config's format
     /// (requests use them as `MODEL+NAME` or `"terse": {"strategy": NAME}`) and an
     /// `[effort]` table mapping reasoning_effort levels to a preset or a chain.
     #[arg(long, value_name = "FILE")]
@@ -84,6 +101,16 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
         }
         None => (ServerSettings::default(), Presets::default()),
     };
+    let model_args = ModelArgs {
+        model: args
+            .model
+            .model
+            .take()
+            .or(settings.model)
+            .unwrap_or_else(|| terse_store::DEFAULT_MODEL.into()),
+        threads: args.model.threads.or(settings.threads).unwrap_or(0),
+        ctx_size: args.model.ctx_size.or(settings.ctx_size).unwrap_or(0),
+    };
     let max_sequences = args.max_sequences.or(settings.max_sequences).unwrap_or(8);
     anyhow::ensure!(max_sequences >= 1, "--max-sequences must be at least 1");
     args.served_model_name = args.served_model_name.or(settings.served_model_name);
@@ -102,7 +129,7 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
         .served_model_name
         .clone()
         .or_else(|| args.upstream_model.clone())
-        .unwrap_or_else(|| args.model.short_name());
+        .unwrap_or_else(|| model_args.short_name());
     let config = ServerConfig {
         host: args
             .host
@@ -130,7 +157,7 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
             Box::new(move || Ok(Model::Proxy(upstream)))
         }
         None => {
-            let model = args.model.clone();
+            let model = model_args;
             Box::new(move || {
                 // Every sequence of the batch may reach the full context.
                 let ctx = if model.ctx_size == 0 {

@@ -10,7 +10,7 @@ use std::time::Instant;
 use terse_eval::compare::load_run;
 use terse_eval::run::{RunManifest, CONFIG_FILE};
 use terse_reason::difficulty::{
-    cross_validated_auc, probe_path, DifficultyProbe, FitOptions, Logistic, Standardizer,
+    auc, cross_validated_scores, probe_path, DifficultyProbe, FitOptions, Logistic, Standardizer,
 };
 use terse_reason::{Backend, LocalBackend};
 
@@ -35,6 +35,11 @@ pub struct TrainProbeArgs {
     /// `MODEL.difficulty-probe.json`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also write each problem's out-of-fold predictions here (JSONL: id, outcome,
+    /// `p_right`, `p_long` from the fold that did not see it), to choose `adaptive`'s
+    /// thresholds and presets on training problems without the probe's in-sample fit.
+    #[arg(long)]
+    pub predictions: Option<PathBuf>,
 }
 
 pub fn run(args: TrainProbeArgs) -> Result<()> {
@@ -103,8 +108,25 @@ pub fn run(args: TrainProbeArgs) -> Result<()> {
         l2: args.l2,
         ..FitOptions::default()
     };
-    let cv_auc_correct = cross_validated_auc(&hidden, &right, args.folds, args.seed, &options);
-    let cv_auc_long = cross_validated_auc(&hidden, &long, args.folds, args.seed, &options);
+    let cv_right = cross_validated_scores(&hidden, &right, args.folds, args.seed, &options);
+    let cv_long = cross_validated_scores(&hidden, &long, args.folds, args.seed, &options);
+    let cv_auc_correct = auc(&cv_right, &right);
+    let cv_auc_long = auc(&cv_long, &long);
+    if let Some(path) = &args.predictions {
+        let mut lines = String::new();
+        for (i, record) in records.iter().enumerate() {
+            let line = serde_json::json!({
+                "id": record.id,
+                "correct": record.correct,
+                "output_tokens": record.usage.output_tokens,
+                "p_right": cv_right[i],
+                "p_long": cv_long[i],
+            });
+            lines.push_str(&line.to_string());
+            lines.push('\n');
+        }
+        std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
+    }
 
     let rows: Vec<&[f32]> = hidden.iter().map(Vec::as_slice).collect();
     let standardizer = Standardizer::fit(&rows);
