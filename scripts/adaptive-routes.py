@@ -4,8 +4,8 @@
 Given the out-of-fold predictions of `terse train-probe --predictions FILE` (each
 problem scored by a probe fitted without it) and eval runs of candidate presets on
 the same problems, prints what routing each problem by its score would have given:
-for every candidate preset as the easy class's (the rest answered by the base run)
-and as the hard class's, at thresholds on the score's quantiles. Cost tokens are
+every ordered pair of candidates (the base run included) as the easy and the hard
+class's preset, at thresholds on the score's quartiles. Cost tokens are
 decoded + probe + injected, as everywhere in terse. Nothing here is a result: the
 choice is then run for real, with `--strategy adaptive`, on problems the probe and
 this choice never saw.
@@ -39,7 +39,8 @@ def load_records(run):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--predictions", required=True)
-    ap.add_argument("--base", required=True, help="the run answering the other class")
+    ap.add_argument("--base", required=True, help="the plain-CoT run the probe was trained on")
+    ap.add_argument("--base-name", default="none", help="its preset name (default: none)")
     ap.add_argument("--signal", choices=["long", "wrong"], default="long")
     ap.add_argument("presets", nargs="+", metavar="PRESET=RUN")
     args = ap.parse_args()
@@ -69,22 +70,21 @@ def main():
     print(f"{n} problems; score = P({args.signal})")
     print("| routing | easy share | accuracy | mean cost tokens |")
     print("|---|---:|---:|---:|")
-    acc, cost = point(lambda i: base[i])
-    print(f"| base alone | | {acc:.1f}% | {cost:.1f} |")
-    for name, runs in presets.items():
+    candidates = {args.base_name: base, **presets}
+    for name, runs in candidates.items():
         acc, cost = point(lambda i: runs[i])
         print(f"| {name} alone | | {acc:.1f}% | {cost:.1f} |")
     ordered = sorted(scores[i] for i in ids)
-    for name, runs in presets.items():
-        for q in (0.25, 0.5, 0.75):
-            t = ordered[int(q * n)]
-            easy = lambda i: scores[i] < t
-            acc, cost = point(lambda i: runs[i] if easy(i) else base[i])
-            share = sum(map(easy, ids)) / n
-            print(f"| easy → {name} (score < {t:.3f}) | {share:.0%} | {acc:.1f}% | {cost:.1f} |")
-            acc, cost = point(lambda i: base[i] if easy(i) else runs[i])
-            print(f"| hard → {name} (score ≥ {t:.3f}) | {share:.0%} | {acc:.1f}% | {cost:.1f} |")
-
+    for q in (0.25, 0.5, 0.75):
+        t = ordered[int(q * n)]
+        share = sum(scores[i] < t for i in ids) / n
+        for easy_name, easy in candidates.items():
+            for hard_name, hard in candidates.items():
+                if easy_name == hard_name:
+                    continue
+                acc, cost = point(lambda i: easy[i] if scores[i] < t else hard[i])
+                print(f"| easy → {easy_name}, hard → {hard_name} (score < {t:.3f} is easy) "
+                      f"| {share:.0%} | {acc:.1f}% | {cost:.1f} |")
 
 if __name__ == "__main__":
     main()

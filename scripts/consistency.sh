@@ -3,8 +3,11 @@
 # greedy `none` and `verify`, all on the same 100 GSM8K-train problems with the 0.5B
 # model, then `terse compare`; serial4/batched4 time siblings against one trace at a
 # time. `terse oracle runs/consistency/q05-fixed5` replays other stop rules.
-# Usage: [LIMIT=N] scripts/consistency.sh [RUN...] (default: the four accuracy runs;
-# LIMIT runs only the first N of the 100, labelled q05-RUN-N).
+# `greedy-check` is the rule found by replaying those traces (a greedy trace, checked
+# by one sample, a third to break a tie), run for real on a fresh draw: SEED=31.
+# Usage: [LIMIT=N] [SEED=S] scripts/consistency.sh [RUN...] (default: the four accuracy
+# runs; LIMIT runs only the first N of the 100, labelled q05-RUN-N; SEED draws another
+# 100, labelled q05-RUN-sS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +19,10 @@ RUNS=("$@")
 [ ${#RUNS[@]} -eq 0 ] && RUNS=(fixed5 none beta window2)
 
 cargo build --release -p terse
-common=(-m "$MODEL" -t 2 -n 512 --dataset "$DATASET" --sample 100 --sample-seed 2026 --resume)
+SEED="${SEED:-2026}"
+suffix="${LIMIT:+-$LIMIT}"
+[ "$SEED" != 2026 ] && suffix="$suffix-s$SEED"
+common=(-m "$MODEL" -t 2 -n 512 --dataset "$DATASET" --sample 100 --sample-seed "$SEED" --resume)
 for run in "${RUNS[@]}"; do
   case "$run" in
     none) args=(--temperature 0 --concurrency 8 --strategy none) ;;
@@ -27,20 +33,23 @@ for run in "${RUNS[@]}"; do
                 --strategy-opt rule=beta --strategy-opt max_samples=5) ;;
     window2) args=(--temperature 0.7 --concurrency 4 --strategy consistency
                    --strategy-opt rule=window --strategy-opt window=2 --strategy-opt max_samples=5) ;;
+    greedy-check) args=(--temperature 0.7 --concurrency 4 --strategy consistency
+                        --strategy-opt rule=window --strategy-opt window=2 --strategy-opt max_samples=3
+                        --strategy-opt first_greedy=true) ;;
     # Timing: the same five traces of the first 4 problems, one at a time vs as
     # five siblings in one batch (no cache, one problem at a time).
     serial4) args=(--temperature 0.7 --concurrency 1 --limit 4 --no-cache --strategy consistency
                     --strategy-opt rule=fixed --strategy-opt max_samples=5 --strategy-opt round=1) ;;
     batched4) args=(--temperature 0.7 --concurrency 1 --limit 4 --no-cache --strategy consistency
                      --strategy-opt rule=fixed --strategy-opt max_samples=5 --strategy-opt round=5) ;;
-    *) echo "unknown run $run (fixed5, none, verify, beta, window2, serial4, batched4)" >&2; exit 2 ;;
+    *) echo "unknown run $run (fixed5, none, verify, beta, window2, greedy-check, serial4, batched4)" >&2; exit 2 ;;
   esac
-  label="q05-$run${LIMIT:+-$LIMIT}"
+  label="q05-$run$suffix"
   ./target/release/terse eval "${common[@]}" "${args[@]}" ${LIMIT:+--limit "$LIMIT"} \
     --label "$label" --out "$OUT/$label"
 done
 runs=()
-for run in none fixed5 beta window2 verify; do
-  [ -d "$OUT/q05-$run" ] && runs+=("$OUT/q05-$run")
+for run in none fixed5 beta window2 greedy-check verify; do
+  [ -d "$OUT/q05-$run$suffix" ] && runs+=("$OUT/q05-$run$suffix")
 done
-./target/release/terse compare "${runs[@]}" --out "$OUT/compare"
+./target/release/terse compare "${runs[@]}" --out "$OUT/compare$suffix"

@@ -20,7 +20,10 @@
 //! winner are kept as events. Any other stages of the chain steer every trace.
 //!
 //! Trace `j` samples with seed `seed + j` at the configured `temperature`, so a run
-//! that stops after m traces drew exactly the first m traces of a `fixed` run.
+//! that stops after m traces drew exactly the first m traces of a `fixed` run. With
+//! `first_greedy` the first trace is the greedy one (plain chain of thought) and the
+//! sampled ones only check it: with `rule = "window"`, `window = 2`, the vote ends
+//! after two traces when the first sample agrees with the greedy answer.
 
 use crate::strategy::answer::{last_boxed, normalize};
 use crate::{Backend, BackendError, Completion, CompletionRequest, StrategyEvent, Usage};
@@ -53,6 +56,8 @@ pub struct ConsistencyOptions {
     /// Sampling temperature of the traces (the request's other sampling settings
     /// are kept).
     pub temperature: f32,
+    /// Decode the first trace greedily (temperature 0) and sample the rest.
+    pub first_greedy: bool,
 }
 
 impl Default for ConsistencyOptions {
@@ -64,6 +69,7 @@ impl Default for ConsistencyOptions {
             window: 5,
             round: None,
             temperature: 0.7,
+            first_greedy: false,
         }
     }
 }
@@ -201,11 +207,7 @@ pub fn complete<B: Backend + ?Sized>(
         strategy: request.strategy.without_consistency(),
         // The confidence of each trace is its mean token log-probability.
         logprobs: true,
-        sampling: crate::SamplerConfig {
-            temperature: options.temperature,
-            seed: request.sampling.seed.wrapping_add(j as u64),
-            ..request.sampling.clone()
-        },
+        sampling: trace_sampling(options, &request.sampling, j),
         ..request.clone()
     };
     let mut traces: Vec<Completion> = Vec::new();
@@ -226,6 +228,24 @@ pub fn complete<B: Backend + ?Sized>(
         request.logprobs,
         start.elapsed().as_secs_f64(),
     ))
+}
+
+/// How trace `j` samples: `base` at the traces' temperature (greedy for the first
+/// with `first_greedy`), seeded `seed + j`.
+pub fn trace_sampling(
+    options: &ConsistencyOptions,
+    base: &crate::SamplerConfig,
+    j: usize,
+) -> crate::SamplerConfig {
+    crate::SamplerConfig {
+        temperature: if options.first_greedy && j == 0 {
+            0.0
+        } else {
+            options.temperature
+        },
+        seed: base.seed.wrapping_add(j as u64),
+        ..base.clone()
+    }
 }
 
 /// Draws rounds of traces until the vote is settled or `max_samples` are drawn.
@@ -386,6 +406,27 @@ fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_trace_is_greedy_only_when_asked_and_every_trace_has_its_seed() {
+        let base = crate::SamplerConfig {
+            seed: 40,
+            top_k: 20,
+            ..crate::SamplerConfig::default()
+        };
+        let plain = ConsistencyOptions::default();
+        let greedy_first = ConsistencyOptions {
+            first_greedy: true,
+            ..ConsistencyOptions::default()
+        };
+        for j in 0..3 {
+            let s = trace_sampling(&plain, &base, j);
+            assert_eq!((s.temperature, s.seed, s.top_k), (0.7, 40 + j as u64, 20));
+            let g = trace_sampling(&greedy_first, &base, j);
+            assert_eq!(g.seed, 40 + j as u64);
+            assert_eq!(g.temperature, if j == 0 { 0.0 } else { 0.7 });
+        }
+    }
 
     #[test]
     fn the_beta_rule_matches_the_closed_form() {
