@@ -368,16 +368,14 @@ fn probe_and_injected_token_counts_equal_what_the_engine_computed() {
         u.prompt + (u.sampled - 1) + u.injected + u.probe_prefill + fed_probe_tokens,
         "usage {u:?}"
     );
-    // The probes' share of the forward time is their share of the rows fed, no more.
+    // Each pass's time is split by the rows each sequence fed it, so the probes get
+    // some of it and never all of it (the parent fed every pass they ran in). Their
+    // share of the whole is not bounded by their share of the rows: passes differ in
+    // time per row (a prefill pass against a one-row decode), and on a loaded machine
+    // in time at all, so a bound on it would test the machine, not the split.
     let st = &g.stats;
     assert!(st.probe_forward_time > std::time::Duration::ZERO, "{st:?}");
     assert!(st.probe_forward_time < st.forward_time, "{st:?}");
-    let probe_rows = (u.probe_prefill + fed_probe_tokens) as f64;
-    let share = st.probe_forward_time.as_secs_f64() / st.forward_time.as_secs_f64();
-    assert!(
-        share <= probe_rows / processed as f64 + 1e-6,
-        "share {share}, {st:?}"
-    );
 }
 
 #[test]
