@@ -58,9 +58,10 @@ pub struct ServeArgs {
     pub api_key: Option<String>,
     /// A TOML file: a `[server]` table of these flags (model, threads, ctx_size, host,
     /// port, max_sequences, max_queue, served_model_name, upstream, upstream_model,
-    /// strategy; a flag given wins), strategy presets as `[preset.NAME]` tables in --strategy-config's format
-    /// (requests use them as `MODEL+NAME` or `"terse": {"strategy": NAME}`) and an
-    /// `[effort]` table mapping reasoning_effort levels to a preset or a chain.
+    /// strategy; a flag given wins), strategy presets as `[preset.NAME]` tables in
+    /// --strategy-config's format (requests use them as `MODEL+NAME` or `"terse":
+    /// {"strategy": NAME}`) and an `[effort]` table mapping reasoning_effort levels to a
+    /// preset or a chain.
     #[arg(long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
     /// The model name clients send (default: the upstream model, else the alias or the
