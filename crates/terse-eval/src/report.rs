@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use terse_reason::adaptive::parse_route;
 
 pub const SUMMARY_FILE: &str = "summary.json";
 pub const REPORT_FILE: &str = "report.md";
@@ -146,10 +147,10 @@ impl Summary {
                 .events
                 .iter()
                 .find(|e| e.strategy == "adaptive" && e.kind == "route");
-            if let Some(detail) = route.and_then(|e| e.detail.as_deref()) {
-                // "easy (P(long) …, P(right) …) → be-brief"
-                let class = detail.split(' ').next().unwrap_or(detail);
-                let preset = detail.rsplit(" → ").next().unwrap_or("?");
+            let routed = route
+                .and_then(|e| e.detail.as_deref())
+                .and_then(parse_route);
+            if let Some((class, preset)) = routed {
                 *adaptive_routes
                     .entry(format!("{class} → {preset}"))
                     .or_insert(0) += 1;

@@ -163,12 +163,7 @@ pub fn complete<B: Backend + ?Sized>(
             strategy: "adaptive".into(),
             kind: "route".into(),
             at_token: 0,
-            detail: Some(format!(
-                "{} (P(long) {:.3}, P(right) {:.3}) → {preset}",
-                class.name(),
-                difficulty.p_long,
-                difficulty.p_right
-            )),
+            detail: Some(route_detail(class, difficulty, &preset)),
             logprob: None,
             probe_tokens: None,
         },
@@ -177,9 +172,41 @@ pub fn complete<B: Backend + ?Sized>(
     Ok(completion)
 }
 
+/// The `route` event's detail: `easy (P(long) 0.230, P(right) 0.810) → be-brief`.
+pub fn route_detail(class: Class, difficulty: Difficulty, preset: &StrategySpec) -> String {
+    format!(
+        "{} (P(long) {:.3}, P(right) {:.3}) → {preset}",
+        class.name(),
+        difficulty.p_long,
+        difficulty.p_right
+    )
+}
+
+/// The class and preset named by a `route` event's detail ([`route_detail`]).
+pub fn parse_route(detail: &str) -> Option<(&str, &str)> {
+    let (class, rest) = detail.split_once(' ')?;
+    let (_, preset) = rest.rsplit_once(" → ")?;
+    Some((class, preset))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_route_detail_reads_back_as_its_class_and_preset() {
+        let preset = StrategySpec::parse("loop-guard+early-exit", &[]).unwrap();
+        let detail = route_detail(Class::Hard, d(0.25, 0.75), &preset);
+        assert_eq!(
+            detail,
+            "hard (P(long) 0.750, P(right) 0.250) → loop-guard+early-exit"
+        );
+        assert_eq!(
+            parse_route(&detail),
+            Some(("hard", "loop-guard+early-exit"))
+        );
+        assert_eq!(parse_route("no arrow here"), None);
+    }
 
     fn d(p_right: f64, p_long: f64) -> Difficulty {
         Difficulty { p_right, p_long }

@@ -7,7 +7,8 @@
 //! The fit is plain full-batch gradient descent on standardised features with an L2
 //! penalty (the hidden states have more dimensions than there are training problems,
 //! so the penalty is what keeps the fit from memorising them). The quality reported
-//! is the area under the ROC curve of k-fold cross-validation on the training run.
+//! is the area under the ROC curve of k-fold cross-validation on the training run
+//! ([`auc`] of [`cross_validated_scores`]).
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -166,21 +167,6 @@ fn shuffled(n: usize, seed: u64) -> Vec<usize> {
         order.swap(i, j);
     }
     order
-}
-
-/// Cross-validated AUC of a logistic model ([`cross_validated_scores`]). `None` when
-/// a class is missing.
-pub fn cross_validated_auc(
-    hidden: &[Vec<f32>],
-    labels: &[bool],
-    folds: usize,
-    seed: u64,
-    options: &FitOptions,
-) -> Option<f64> {
-    auc(
-        &cross_validated_scores(hidden, labels, folds, seed, options),
-        labels,
-    )
 }
 
 /// Out-of-fold probabilities: each example is scored by a model fitted (standardiser
@@ -372,10 +358,12 @@ mod tests {
             hidden.push(h);
             labels.push(label);
         }
-        let auc = cross_validated_auc(&hidden, &labels, 5, 1, &FitOptions::default()).unwrap();
+        let scores = cross_validated_scores(&hidden, &labels, 5, 1, &FitOptions::default());
+        let auc = super::auc(&scores, &labels).unwrap();
         assert!(auc > 0.95, "{auc}");
         let flipped: Vec<bool> = labels.iter().map(|l| !l).collect();
-        let auc = cross_validated_auc(&hidden, &flipped, 5, 1, &FitOptions::default()).unwrap();
+        let scores = cross_validated_scores(&hidden, &flipped, 5, 1, &FitOptions::default());
+        let auc = super::auc(&scores, &flipped).unwrap();
         assert!(auc > 0.95, "the model learns the sign: {auc}");
     }
 

@@ -486,15 +486,12 @@ impl StrategySpec {
                 });
             }
         }
-        if names.len() > 1 {
-            if let Some(other) = names.iter().find(|n| **n != "adaptive") {
-                if names.contains(&"adaptive") {
-                    return Err(StrategyError::Config(format!(
-                        "adaptive routes each problem to a whole strategy: put '{other}' into \
-                         its presets (easy, normal, hard), not beside it"
-                    )));
-                }
-            }
+        let beside_adaptive = names.iter().find(|n| **n != "adaptive");
+        if let (true, Some(other)) = (names.contains(&"adaptive"), beside_adaptive) {
+            return Err(StrategyError::Config(format!(
+                "adaptive routes each problem to a whole strategy: put '{other}' into its \
+                 presets (easy, normal, hard), not beside it"
+            )));
         }
         for table in tables.keys() {
             if !names.contains(&table.as_str()) {
