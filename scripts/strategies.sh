@@ -4,6 +4,8 @@
 # then the paired comparison against `none` and the oracle bound.
 #
 # Usage: scripts/strategies.sh [STRATEGY...]   (default: the strategies in the table)
+# A STRATEGY is a chain (`loop-guard+early-exit`) or a `--strategy-config` file
+# (`docs/strategies/program/program-whole.toml`, labelled by its stem).
 # Runs resume where they stopped (`--resume`); results go to runs/strategies/<label>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,15 +17,25 @@ STRATEGIES=("$@")
 [ ${#STRATEGIES[@]} -eq 0 ] && STRATEGIES=(none concise-hint loop-guard early-exit)
 
 cargo build --release -p terse
+label_of() {
+  case "$1" in
+    *.toml) local stem="${1##*/}"; echo "q15-${stem%.toml}" ;;
+    *) echo "q15-${1//+/_}" ;;
+  esac
+}
 for s in "${STRATEGIES[@]}"; do
-  label="q15-${s//+/_}"
+  label="$(label_of "$s")"
+  case "$s" in
+    *.toml) choice=(--strategy-config "$s") ;;
+    *) choice=(--strategy "$s") ;;
+  esac
   ./target/release/terse eval -m qwen2.5-coder-1.5b -t 2 --temperature 0 -n 512 \
     --concurrency 8 --dataset "$DATASET" --sample 200 --sample-seed 2026 \
-    --strategy "$s" --label "$label" --out "$OUT/$label" --resume
+    "${choice[@]}" --label "$label" --out "$OUT/$label" --resume
 done
 runs=()
 for s in none "${STRATEGIES[@]}"; do
-  d="$OUT/q15-${s//+/_}"
+  d="$OUT/$(label_of "$s")"
   [ -d "$d" ] && [[ ! " ${runs[*]} " =~ " $d " ]] && runs+=("$d")
 done
 ./target/release/terse compare "${runs[@]}" --out "$OUT/compare"

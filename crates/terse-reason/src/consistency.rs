@@ -323,19 +323,9 @@ fn merge(
     let mut events = Vec::with_capacity(traces.len() + 1);
     for (j, trace) in traces.iter().enumerate() {
         let u = &trace.usage;
-        usage.output_tokens += u.output_tokens;
-        usage.reasoning_tokens += u.reasoning_tokens;
-        usage.answer_tokens += u.answer_tokens;
-        usage.probes += u.probes;
-        usage.probe_prefill_tokens += u.probe_prefill_tokens;
-        usage.probe_decoded_tokens += u.probe_decoded_tokens;
-        usage.injected_tokens += u.injected_tokens;
+        usage.add_work(u);
         usage.prompt_cached_tokens += u.prompt_cached_tokens;
-        if let Some(t) = trace.engine_time {
-            let sum = engine_time.get_or_insert_with(Default::default);
-            sum.forward_s += t.forward_s;
-            sum.probe_forward_s += t.probe_forward_s;
-        }
+        engine_time = crate::EngineTime::sum(engine_time, trace.engine_time);
         let confidence = (!trace.logprobs.is_empty()).then(|| {
             trace.logprobs.iter().map(|l| l.logprob).sum::<f32>() / trace.logprobs.len() as f32
         });

@@ -12,6 +12,8 @@ pub mod consistency;
 pub mod difficulty;
 mod local;
 mod openai;
+pub mod program;
+pub mod python_subset;
 pub mod strategy;
 
 pub use local::{EngineLoad, LocalBackend};
@@ -116,6 +118,18 @@ impl Usage {
     pub fn cost_tokens(&self) -> u64 {
         self.output_tokens + self.probe_tokens() + self.injected_tokens
     }
+
+    /// Adds `other`'s decoding work (every kind but the prompt's) to this one: another
+    /// trace or pass spent on the same answer.
+    pub fn add_work(&mut self, other: &Usage) {
+        self.output_tokens += other.output_tokens;
+        self.reasoning_tokens += other.reasoning_tokens;
+        self.answer_tokens += other.answer_tokens;
+        self.probes += other.probes;
+        self.probe_prefill_tokens += other.probe_prefill_tokens;
+        self.probe_decoded_tokens += other.probe_decoded_tokens;
+        self.injected_tokens += other.injected_tokens;
+    }
 }
 
 /// Something a strategy did or saw, kept with the completion.
@@ -180,6 +194,22 @@ pub struct EngineTime {
     pub forward_s: f64,
     /// The part of `forward_s` that fed the probes.
     pub probe_forward_s: f64,
+}
+
+impl EngineTime {
+    /// Two passes' time together; `None` when neither ran on the local engine.
+    pub fn sum(a: Option<EngineTime>, b: Option<EngineTime>) -> Option<EngineTime> {
+        match (a, b) {
+            (None, None) => None,
+            (a, b) => {
+                let (a, b) = (a.unwrap_or_default(), b.unwrap_or_default());
+                Some(EngineTime {
+                    forward_s: a.forward_s + b.forward_s,
+                    probe_forward_s: a.probe_forward_s + b.probe_forward_s,
+                })
+            }
+        }
+    }
 }
 
 /// Which part of the answer a streamed piece belongs to.
@@ -259,10 +289,11 @@ pub trait Backend: Send + Sync {
         probe: Option<&std::path::Path>,
     ) -> Result<adaptive::Difficulty, BackendError>;
 
-    /// Runs the request whole: routed by difficulty ([`adaptive`]), or drawn as
-    /// several voting traces ([`consistency`], through
-    /// [`Backend::complete_siblings`]), or one steered trace. Visible text reaches
-    /// `sink` as it is decoded; when traces vote, once the vote is in.
+    /// Runs the request whole: routed by difficulty ([`adaptive`]), asked for a
+    /// program ([`program`]), drawn as several voting traces ([`consistency`],
+    /// through [`Backend::complete_siblings`]), or one steered trace. Visible text
+    /// reaches `sink` as it is decoded; when traces vote or a program runs, once the
+    /// answer is in.
     fn complete_with(
         &self,
         request: &CompletionRequest,
@@ -270,6 +301,9 @@ pub trait Backend: Send + Sync {
     ) -> Result<Completion, BackendError> {
         if let Some(options) = request.strategy.adaptive() {
             return adaptive::complete(self, request, options, sink);
+        }
+        if let Some(options) = request.strategy.program() {
+            return program::complete(self, request, options, sink);
         }
         match request.strategy.consistency() {
             Some(options) => {

@@ -470,3 +470,78 @@ fn adaptive_answers_each_problem_exactly_as_its_class_preset_does() {
     );
     let _ = std::fs::remove_dir_all(&train);
 }
+
+#[test]
+fn a_program_answers_with_what_it_computes_and_a_failed_one_falls_back_to_plain_cot() {
+    let dir = scratch_dir("program");
+    let dataset = "synthetic:d1:n4:s9";
+    let model = ["-m", "qwen2.5-coder-0.5b", "-n", "96"];
+    let out = dir.join("program");
+    let mut extra = model.to_vec();
+    extra.extend(["--strategy", "program"]);
+    let o = eval(dataset, &out, &extra);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let recs = records(&out);
+    assert_eq!(recs.len(), 4);
+    let mut ran = 0;
+    for r in &recs {
+        let first = &r["events"][0];
+        assert_eq!(first["strategy"], "program", "{r}");
+        let output = r["output"].as_str().unwrap();
+        if r["stop_reason"] == "program" {
+            ran += 1;
+            let detail = first["detail"].as_str().unwrap();
+            let answer = detail
+                .strip_prefix("answer = ")
+                .expect("the program's answer");
+            let code = output
+                .strip_suffix(&format!("\n\n\\boxed{{{answer}}}"))
+                .unwrap_or_else(|| panic!("the answer is not boxed at the end: {output}"));
+            let value = terse_reason::program::evaluate(code, false).expect("the code runs");
+            assert_eq!(terse_reason::program::format_number(value), answer, "{r}");
+            assert_eq!(r["extracted"], answer, "{r}");
+            assert!(
+                r["prompt"].as_str().unwrap().contains("Python program"),
+                "{r}"
+            );
+            assert!(
+                !r["prompt"].as_str().unwrap().contains("step by step,"),
+                "{r}"
+            );
+        } else {
+            assert_eq!(first["kind"], "fallback", "{r}");
+        }
+    }
+    assert!(ran > 0, "the 0.5B coder model ran no program: {recs:?}");
+
+    // An instruction that asks for no code makes every problem fall back; the fallback
+    // sees the original prompt, so it answers exactly as plain chain of thought does,
+    // and the program pass and the fallback's prompt are counted on top.
+    let fallen = dir.join("fallback");
+    let mut extra = model.to_vec();
+    extra.extend([
+        "--strategy",
+        "program",
+        "--strategy-opt",
+        "instruction=Reply with one word and no code.",
+    ]);
+    let o = eval(dataset, &fallen, &extra);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let plain = dir.join("none");
+    let o = eval(dataset, &plain, &model);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let plain = records(&plain);
+    for (f, p) in records(&fallen).iter().zip(&plain) {
+        assert_eq!(f["events"][0]["kind"], "fallback", "{f}");
+        assert_eq!(f["output"], p["output"], "the fallback differs from none");
+        assert_eq!(f["stop_reason"], p["stop_reason"]);
+        let (fu, pu) = (&f["usage"], &p["usage"]);
+        let program_tokens = f["events"][0]["at_token"].as_u64().unwrap();
+        assert!(program_tokens > 0, "{f}");
+        assert_eq!(
+            fu["output_tokens"].as_u64().unwrap(),
+            pu["output_tokens"].as_u64().unwrap() + program_tokens
+        );
+        assert!(fu["injected_tokens"].as_u64().unwrap() > 0, "{f}");
+    }
+}

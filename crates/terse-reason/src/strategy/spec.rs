@@ -22,6 +22,7 @@ use super::verify::{Verify, VerifyOptions};
 use super::{Controller, FormatChoice, Needs, StrategyError};
 use crate::adaptive::{AdaptiveOptions, PRESETS, THRESHOLD_OPTIONS};
 use crate::consistency::ConsistencyOptions;
+use crate::program::ProgramOptions;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use terse_engine::ChatMessage;
@@ -47,6 +48,9 @@ pub enum Stage {
     /// Routes each problem to a preset strategy by its predicted difficulty (see
     /// [`crate::adaptive`]); stands alone in its chain.
     Adaptive(AdaptiveOptions),
+    /// Asks for a program and runs it, with a fallback strategy (see
+    /// [`crate::program`]); stands alone in its chain.
+    Program(ProgramOptions),
 }
 
 /// Every stage name, in the order `--help` lists them.
@@ -65,7 +69,12 @@ pub const STAGE_NAMES: &[&str] = &[
     "verify",
     "consistency",
     "adaptive",
+    "program",
 ];
+
+/// Stages that answer with whole strategies of their own, so nothing may stand beside
+/// them in a chain.
+const STANDALONE: &[&str] = &["adaptive", "program"];
 
 impl Stage {
     pub fn name(&self) -> &'static str {
@@ -83,6 +92,7 @@ impl Stage {
             Stage::Verify(_) => "verify",
             Stage::Consistency(_) => "consistency",
             Stage::Adaptive(_) => "adaptive",
+            Stage::Program(_) => "program",
         }
     }
 
@@ -117,6 +127,7 @@ impl Stage {
             "verify" => Stage::Verify(opts(name, options)?),
             "consistency" => Stage::Consistency(opts(name, options)?),
             "adaptive" => Stage::Adaptive(adaptive_options(options)?),
+            "program" => Stage::Program(program_options(options)?),
             other => {
                 return Err(StrategyError::UnknownStrategy {
                     name: other.into(),
@@ -161,6 +172,10 @@ impl Stage {
                 .chain(PRESETS)
                 .map(|s| s.to_string())
                 .collect(),
+            "program" => crate::program::OPTIONS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -180,7 +195,7 @@ impl Stage {
             }
         };
         match self {
-            Stage::BeBrief | Stage::ChainOfDraft => Ok(()),
+            Stage::BeBrief | Stage::ChainOfDraft | Stage::Program(_) => Ok(()),
             Stage::ConciseExemplars(o) => range(
                 "count",
                 o.count.to_string(),
@@ -394,7 +409,8 @@ impl Stage {
             | Stage::ChainOfDraft
             | Stage::ConciseExemplars(_)
             | Stage::Consistency(_)
-            | Stage::Adaptive(_) => return None,
+            | Stage::Adaptive(_)
+            | Stage::Program(_) => return None,
             Stage::Budget(o) => Box::new(Budget::new(o)),
             Stage::BudgetForcing(o) => Box::new(BudgetForcing::new(o)),
             Stage::EarlyExit(o) => Box::new(EarlyExit::new(o)),
@@ -486,12 +502,18 @@ impl StrategySpec {
                 });
             }
         }
-        let beside_adaptive = names.iter().find(|n| **n != "adaptive");
-        if let (true, Some(other)) = (names.contains(&"adaptive"), beside_adaptive) {
-            return Err(StrategyError::Config(format!(
-                "adaptive routes each problem to a whole strategy: put '{other}' into its \
-                 presets (easy, normal, hard), not beside it"
-            )));
+        if let Some(alone) = names.iter().find(|n| STANDALONE.contains(n)) {
+            if let Some(other) = names.iter().find(|n| *n != alone) {
+                let into = if *alone == "adaptive" {
+                    "its presets (easy, normal, hard)"
+                } else {
+                    "its fallback"
+                };
+                return Err(StrategyError::Config(format!(
+                    "{alone} answers with whole strategies of its own: put '{other}' into \
+                     {into}, not beside it"
+                )));
+            }
         }
         for table in tables.keys() {
             if !names.contains(&table.as_str()) {
@@ -597,6 +619,7 @@ impl StrategySpec {
                 Stage::BeBrief => add_system(&mut messages, BE_BRIEF),
                 Stage::ChainOfDraft => add_system(&mut messages, CHAIN_OF_DRAFT),
                 Stage::ConciseExemplars(o) => add_exemplars(&mut messages, o),
+                Stage::Program(o) => crate::program::program_messages(&mut messages, o),
                 _ => {}
             }
         }
@@ -624,16 +647,27 @@ impl StrategySpec {
         })
     }
 
+    /// The `program` stage's options, when the strategy asks for a program.
+    pub fn program(&self) -> Option<&ProgramOptions> {
+        self.stages.iter().find_map(|s| match s {
+            Stage::Program(o) => Some(o),
+            _ => None,
+        })
+    }
+
     /// Whether a request of this strategy is one steered trace (not routed by
-    /// difficulty, not several voting traces): one that can stream as it decodes
-    /// and run beside other requests as a sibling.
+    /// difficulty, not several voting traces, not a program with a fallback): one
+    /// that can stream as it decodes and run beside other requests as a sibling.
     pub fn is_single_trace(&self) -> bool {
-        self.consistency().is_none() && self.adaptive().is_none()
+        self.consistency().is_none() && self.adaptive().is_none() && self.program().is_none()
     }
 
     /// The most sequences one request of this strategy has in flight at once: a
     /// `consistency` round's traces, or the largest of `adaptive`'s presets.
     pub fn sequences_in_flight(&self) -> usize {
+        if let Some(p) = self.program() {
+            return p.fallback.sequences_in_flight();
+        }
         match (self.adaptive(), self.consistency()) {
             (Some(a), _) => a
                 .presets()
@@ -665,6 +699,59 @@ impl StrategySpec {
     }
 }
 
+/// A strategy inside another's options: a chain (`"be-brief"`) or a table in the file
+/// form (`strategy = "…"` and its stages' tables).
+fn nested_spec(value: toml::Value) -> Result<StrategySpec, StrategyError> {
+    match value {
+        toml::Value::String(chain) => StrategySpec::parse(&chain, &[]),
+        toml::Value::Table(t) => {
+            let file: ConfigFile = toml::Value::Table(t)
+                .try_into()
+                .map_err(|e: toml::de::Error| StrategyError::Config(e.message().to_string()))?;
+            let chain = file
+                .strategy
+                .ok_or_else(|| StrategyError::Config("no `strategy = \"…\"` given".into()))?;
+            StrategySpec::build(&chain, file.format, file.tables, &[])
+        }
+        other => Err(StrategyError::Config(format!(
+            "must be a strategy chain or a table, not {other}"
+        ))),
+    }
+}
+
+/// `program`'s options: `fallback` a chain or a table (not itself a program), the
+/// rest plain values.
+fn program_options(mut table: toml::Table) -> Result<ProgramOptions, StrategyError> {
+    let bad = |message: String| StrategyError::BadOption {
+        strategy: "program".into(),
+        message,
+    };
+    let fallback = table
+        .remove("fallback")
+        .map(|v| nested_spec(v).map_err(|e| bad(format!("fallback: {e}"))))
+        .transpose()?;
+    if fallback.as_ref().is_some_and(|f| f.program().is_some()) {
+        return Err(bad("the fallback cannot itself be a program".into()));
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Plain {
+        instruction: Option<String>,
+        cot_instruction: Option<String>,
+        whole: Option<bool>,
+    }
+    let plain: Plain = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| bad(e.message().to_string()))?;
+    let defaults = ProgramOptions::default();
+    Ok(ProgramOptions {
+        instruction: plain.instruction.unwrap_or(defaults.instruction),
+        cot_instruction: plain.cot_instruction.unwrap_or(defaults.cot_instruction),
+        whole: plain.whole.unwrap_or(defaults.whole),
+        fallback: fallback.unwrap_or(defaults.fallback),
+    })
+}
+
 /// `adaptive`'s options: each preset a chain (`"be-brief"`) or a table in the file
 /// form (`strategy = "…"` and its stages' tables), then the thresholds.
 fn adaptive_options(mut table: toml::Table) -> Result<AdaptiveOptions, StrategyError> {
@@ -685,24 +772,7 @@ fn adaptive_options(mut table: toml::Table) -> Result<AdaptiveOptions, StrategyE
         let Some(value) = table.remove(*preset) else {
             continue;
         };
-        let spec = match value {
-            toml::Value::String(chain) => StrategySpec::parse(&chain, &[]),
-            toml::Value::Table(t) => toml::Value::Table(t)
-                .try_into::<ConfigFile>()
-                .map_err(|e| StrategyError::Config(e.message().to_string()))
-                .and_then(|file| {
-                    let chain = file.strategy.ok_or_else(|| {
-                        StrategyError::Config("no `strategy = \"…\"` given".into())
-                    })?;
-                    StrategySpec::build(&chain, file.format, file.tables, &[])
-                }),
-            other => {
-                return Err(bad(format!(
-                    "preset '{preset}' must be a strategy chain or a table, not {other}"
-                )))
-            }
-        }
-        .map_err(|e| bad(format!("preset '{preset}': {e}")))?;
+        let spec = nested_spec(value).map_err(|e| bad(format!("preset '{preset}': {e}")))?;
         if spec.adaptive().is_some() {
             return Err(bad(format!("preset '{preset}' cannot itself be adaptive")));
         }
@@ -919,6 +989,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("put 'loop-guard' into its presets"), "{err}");
+    }
+
+    #[test]
+    fn program_takes_a_fallback_chain_or_table_and_stands_alone() {
+        let spec = StrategySpec::parse(
+            "program",
+            &["whole=true".into(), "fallback=loop-guard+budget".into()],
+        )
+        .unwrap();
+        let p = spec.program().expect("program options");
+        assert!(p.whole);
+        assert_eq!(p.fallback.to_string(), "loop-guard+budget");
+        assert!(!spec.is_single_trace());
+        let file = "strategy = \"program\"\n[program.fallback]\nstrategy = \"consistency\"\n\
+                    consistency = { max_samples = 3, round = 3 }\n";
+        let spec = StrategySpec::from_toml(file, None, &[]).unwrap();
+        assert_eq!(spec.sequences_in_flight(), 3);
+        let err = StrategySpec::parse("program", &["fallback=program".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot itself be a program"), "{err}");
+        let err = StrategySpec::parse("program", &["tries=2".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tries") && err.contains("program"), "{err}");
+        let err = StrategySpec::parse("program+loop-guard", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("put 'loop-guard' into its fallback"), "{err}");
     }
 
     #[test]

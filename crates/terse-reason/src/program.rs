@@ -1,0 +1,278 @@
+//! `program`: program-aided reasoning (PAL, Gao et al. 2023; Program of Thoughts,
+//! Chen et al. 2023). The model is asked for a short Python program instead of a
+//! prose chain of thought; terse runs it in a safe arithmetic subset
+//! ([`crate::python_subset`]) and boxes the number it computes. Variable names carry
+//! the reasoning and the interpreter does the arithmetic, so a code model writes far
+//! fewer tokens than it does in prose and never slips on a sum.
+//!
+//! When the program cannot be run (a construct outside the subset, no `answer`, an
+//! error) or, with `whole = true`, computes something other than a whole number ≥ 0,
+//! the request is answered again by `fallback` (plain chain of thought by default) on
+//! the original prompt. Both passes are counted: the program's decoded tokens and the
+//! fallback's, and the fallback's prompt, which the engine prefills again, as
+//! injected tokens.
+//!
+//! The program prompt replaces the user's last message with `instruction` and the
+//! problem; a trailing `cot_instruction` (the eval harness's "reason step by step"
+//! line) is taken off it first, because asking for prose and for code at once gets
+//! neither, and is put back (when missing) for the fallback.
+//!
+//! ```toml
+//! strategy = "program"
+//! [program]
+//! whole = true
+//! fallback = "loop-guard"
+//! ```
+
+use crate::python_subset;
+use crate::{
+    Backend, BackendError, ChatMessage, Completion, CompletionRequest, PieceKind, Prompt, Sink,
+    StrategyError, StrategyEvent, StrategySpec,
+};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+pub const INSTRUCTION: &str = "Write a Python program that solves the following problem. \
+Define a variable for each number given in the problem, compute the intermediate results \
+step by step in well-named variables, and assign the final result to `answer`. Write no \
+comments, do not print anything and do not explain.";
+
+pub const COT_INSTRUCTION: &str =
+    "Please reason step by step, and put your final answer within \\boxed{}.";
+
+/// The option names, as `--strategy-opt` takes them.
+pub const OPTIONS: &[&str] = &["instruction", "cot_instruction", "whole", "fallback"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgramOptions {
+    /// What the model is asked for, before the problem.
+    pub instruction: String,
+    /// The chain-of-thought line taken off the problem (and put back for the fallback).
+    pub cot_instruction: String,
+    /// Only a whole number ≥ 0 counts as the program's answer (word problems that
+    /// count things); anything else falls back.
+    pub whole: bool,
+    /// The strategy that answers when the program gives no answer.
+    pub fallback: StrategySpec,
+}
+
+impl Default for ProgramOptions {
+    fn default() -> Self {
+        ProgramOptions {
+            instruction: INSTRUCTION.into(),
+            cot_instruction: COT_INSTRUCTION.into(),
+            whole: false,
+            fallback: StrategySpec::none(),
+        }
+    }
+}
+
+/// The conversation with its last user message asking for a program.
+pub(crate) fn program_messages(messages: &mut [ChatMessage], options: &ProgramOptions) {
+    if let Some(last) = messages.iter_mut().rev().find(|m| m.role == "user") {
+        let problem = strip_cot(&last.content, &options.cot_instruction);
+        last.content = format!("{}\n\nProblem: {problem}", options.instruction);
+    }
+}
+
+fn strip_cot<'a>(content: &'a str, cot: &str) -> &'a str {
+    let trimmed = content.trim_end();
+    match trimmed.strip_suffix(cot) {
+        Some(rest) if !cot.is_empty() => rest.trim_end(),
+        _ => trimmed,
+    }
+}
+
+/// The original conversation, asking for step-by-step reasoning if it did not.
+fn fallback_messages(messages: &[ChatMessage], options: &ProgramOptions) -> Vec<ChatMessage> {
+    let mut messages = messages.to_vec();
+    if let Some(last) = messages.iter_mut().rev().find(|m| m.role == "user") {
+        let cot = &options.cot_instruction;
+        if !cot.is_empty() && !last.content.trim_end().ends_with(cot.as_str()) {
+            last.content = format!("{}\n{cot}", last.content.trim_end());
+        }
+    }
+    messages
+}
+
+/// The code of a completion: its first fenced block (```python or ```), else the
+/// whole text.
+pub fn code_of(text: &str) -> &str {
+    let Some(open) = text.find("```") else {
+        return text;
+    };
+    let after = &text[open + 3..];
+    let body = match after.find('\n') {
+        Some(nl) => &after[nl + 1..],
+        None => return text,
+    };
+    match body.find("```") {
+        Some(close) => &body[..close],
+        None => body,
+    }
+}
+
+/// The number the program's text computes, or why there is none.
+pub fn evaluate(text: &str, whole: bool) -> Result<f64, String> {
+    let outcome = python_subset::run(code_of(text)).map_err(|e| e.to_string())?;
+    let value = outcome
+        .answer("answer")
+        .ok_or_else(|| "no `answer` assigned and nothing printed".to_string())?;
+    if whole && (value < 0.0 || (value - value.round()).abs() > 1e-9) {
+        return Err(format!(
+            "{} is not a whole number ≥ 0",
+            format_number(value)
+        ));
+    }
+    Ok(value)
+}
+
+/// A number as an answer is written: whole numbers without a decimal point, others
+/// with at most six decimals (so float noise like 0.30000000000000004 reads 0.3).
+pub fn format_number(x: f64) -> String {
+    if (x - x.round()).abs() < 1e-9 {
+        return format!("{}", x.round());
+    }
+    let fixed = format!("{x:.6}");
+    fixed
+        .trim_end_matches('0')
+        .trim_end_matches('.')
+        .to_string()
+}
+
+/// Runs `request` as a program, falling back as the module documentation says.
+pub fn complete<B: Backend + ?Sized>(
+    backend: &B,
+    request: &CompletionRequest,
+    options: &ProgramOptions,
+    sink: Sink<'_>,
+) -> Result<Completion, BackendError> {
+    let start = Instant::now();
+    let Prompt::Chat(messages) = &request.prompt else {
+        return Err(StrategyError::Config(
+            "program needs a chat conversation (it rewrites the user's message), not raw text"
+                .into(),
+        )
+        .into());
+    };
+    let mut program_prompt = messages.clone();
+    program_messages(&mut program_prompt, options);
+    let program_request = CompletionRequest {
+        prompt: Prompt::Chat(program_prompt),
+        strategy: StrategySpec {
+            format: request.strategy.format,
+            stages: Vec::new(),
+        },
+        ..request.clone()
+    };
+    let mut program = backend.complete_streaming(&program_request, &mut |_, _| {})?;
+    let outcome = if program.finish == crate::Finish::Length {
+        Err("the program ran to the token limit".to_string())
+    } else {
+        evaluate(&program.text, options.whole)
+    };
+    let event = |kind: &str, detail: String| StrategyEvent {
+        strategy: "program".into(),
+        kind: kind.into(),
+        at_token: program.usage.output_tokens,
+        detail: Some(detail),
+        logprob: None,
+        probe_tokens: None,
+    };
+    match outcome {
+        Ok(value) => {
+            let answer = format_number(value);
+            let answered = event("answer", format!("answer = {answer}"));
+            program.text = format!("{}\n\n\\boxed{{{answer}}}", program.text.trim_end());
+            program.events.insert(0, answered);
+            program.stop_reason = "program".into();
+            program.latency_s = start.elapsed().as_secs_f64();
+            sink(PieceKind::Content, &program.text);
+            Ok(program)
+        }
+        Err(why) => {
+            let fell_back = event("fallback", why);
+            let fallback_request = CompletionRequest {
+                prompt: Prompt::Chat(fallback_messages(messages, options)),
+                strategy: options.fallback.clone(),
+                ..request.clone()
+            };
+            let mut answer = backend.complete_with(&fallback_request, sink)?;
+            let reprefilled = answer
+                .usage
+                .prompt_tokens
+                .saturating_sub(answer.usage.prompt_cached_tokens);
+            answer.usage.add_work(&program.usage);
+            answer.usage.injected_tokens += reprefilled;
+            answer.usage.prompt_tokens = program.usage.prompt_tokens;
+            answer.usage.prompt_cached_tokens = program.usage.prompt_cached_tokens;
+            answer.engine_time = crate::EngineTime::sum(program.engine_time, answer.engine_time);
+            answer.events.splice(0..0, [fell_back]);
+            answer.latency_s = start.elapsed().as_secs_f64();
+            Ok(answer)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_program_prompt_replaces_the_cot_line_and_the_fallback_restores_it() {
+        let options = ProgramOptions::default();
+        let question = "Ivy baked 20 cupcakes. How many?";
+        let with_cot = format!("{question}\n{COT_INSTRUCTION}");
+        let mut m = vec![
+            ChatMessage::new("system", "S"),
+            ChatMessage::new("user", &with_cot),
+        ];
+        let original = m.clone();
+        program_messages(&mut m, &options);
+        assert_eq!(m[0].content, "S");
+        assert_eq!(
+            m[1].content,
+            format!("{INSTRUCTION}\n\nProblem: {question}")
+        );
+        assert_eq!(fallback_messages(&original, &options), original);
+        let bare = vec![ChatMessage::new("user", question)];
+        assert_eq!(fallback_messages(&bare, &options)[0].content, with_cot);
+    }
+
+    #[test]
+    fn the_code_is_the_first_fenced_block_or_the_whole_text() {
+        assert_eq!(
+            code_of("Here:\n```python\nanswer = 1\n```\nDone"),
+            "answer = 1\n"
+        );
+        assert_eq!(code_of("```\nanswer = 2\n```"), "answer = 2\n");
+        assert_eq!(code_of("answer = 3"), "answer = 3");
+        assert_eq!(code_of("```python\nanswer = 4"), "answer = 4");
+    }
+
+    #[test]
+    fn evaluation_boxes_numbers_and_refuses_what_whole_forbids() {
+        let text = "```python\nmorning = 20\nanswer = morning + 35\n```";
+        assert_eq!(evaluate(text, true), Ok(55.0));
+        assert_eq!(
+            evaluate("answer = 0.1 + 0.2", false).map(format_number),
+            Ok("0.3".into())
+        );
+        let err = evaluate("answer = 7 / 2", true).unwrap_err();
+        assert!(err.contains("3.5 is not a whole number"), "{err}");
+        assert!(evaluate("answer = -3", true).is_err());
+        let err = evaluate("x = 1", false).unwrap_err();
+        assert!(err.contains("no `answer`"), "{err}");
+        let err = evaluate("for i in range(3):\n    pass", false).unwrap_err();
+        assert!(err.starts_with("line 1:"), "{err}");
+    }
+
+    #[test]
+    fn numbers_are_written_as_answers_are() {
+        assert_eq!(format_number(55.0), "55");
+        assert_eq!(format_number(-4.0), "-4");
+        assert_eq!(format_number(12.5), "12.5");
+        assert_eq!(format_number(2.0 / 3.0), "0.666667");
+        assert_eq!(format_number(14.000000000001), "14");
+    }
+}
