@@ -44,6 +44,7 @@ pub const COT_INSTRUCTION: &str =
 pub const OPTIONS: &[&str] = &["instruction", "cot_instruction", "whole", "fallback"];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ProgramOptions {
     /// What the model is asked for, before the problem.
     pub instruction: String,

@@ -15,6 +15,10 @@
 //!   `int`, `float`, `abs`, `min`, `max`, `sum`, `len`, `pow`, `math.ceil`,
 //!   `math.floor`, `math.sqrt`, plus `math.pi`.
 //!
+//! Both sides of `and`, `or` and `x if c else y` are evaluated (the value is Python's),
+//! so an error in the side Python would skip (`x and 10 / x` with `x = 0`) is an error
+//! here too.
+//!
 //! Anything else (an indented block, `if`/`for`/`def`, a string outside `print`, an
 //! unknown name or function) is an [`Unsupported`] error naming the line, and the
 //! caller answers another way. Numbers are `f64`: the subset is for word problems,
@@ -412,20 +416,9 @@ impl Parser<'_> {
                 }
                 p.at += 1;
                 let otherwise = p.expression()?;
-                return Ok(if p.truth(&condition)? {
-                    value
-                } else {
-                    otherwise
-                });
+                return Ok(if truth(&condition) { value } else { otherwise });
             }
             Ok(value)
-        })
-    }
-
-    fn truth(&self, v: &Value) -> Result<bool, Unsupported> {
-        Ok(match v {
-            Value::Num(x) => *x != 0.0,
-            Value::List(items) => !items.is_empty(),
         })
     }
 
@@ -434,7 +427,7 @@ impl Parser<'_> {
         while self.is_name("or") {
             self.at += 1;
             let rhs = self.and()?;
-            if !self.truth(&value)? {
+            if !truth(&value) {
                 value = rhs;
             }
         }
@@ -446,7 +439,7 @@ impl Parser<'_> {
         while self.is_name("and") {
             self.at += 1;
             let rhs = self.not()?;
-            if self.truth(&value)? {
+            if truth(&value) {
                 value = rhs;
             }
         }
@@ -457,7 +450,7 @@ impl Parser<'_> {
         if self.is_name("not") {
             self.at += 1;
             let v = self.nested(Self::not)?;
-            return Ok(Value::Num(f64::from(u8::from(!self.truth(&v)?))));
+            return Ok(Value::Num(f64::from(u8::from(!truth(&v)))));
         }
         self.comparison()
     }
@@ -678,6 +671,14 @@ impl Parser<'_> {
             other => return self.err(format!("the function '{other}'")),
         };
         self.finite(value)
+    }
+}
+
+/// Python's truthiness: a number other than 0, a list that is not empty.
+fn truth(v: &Value) -> bool {
+    match v {
+        Value::Num(x) => *x != 0.0,
+        Value::List(items) => !items.is_empty(),
     }
 }
 

@@ -733,23 +733,11 @@ fn program_options(mut table: toml::Table) -> Result<ProgramOptions, StrategyErr
     if fallback.as_ref().is_some_and(|f| f.program().is_some()) {
         return Err(bad("the fallback cannot itself be a program".into()));
     }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Plain {
-        instruction: Option<String>,
-        cot_instruction: Option<String>,
-        whole: Option<bool>,
-    }
-    let plain: Plain = toml::Value::Table(table)
+    let mut options: ProgramOptions = toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| bad(e.message().to_string()))?;
-    let defaults = ProgramOptions::default();
-    Ok(ProgramOptions {
-        instruction: plain.instruction.unwrap_or(defaults.instruction),
-        cot_instruction: plain.cot_instruction.unwrap_or(defaults.cot_instruction),
-        whole: plain.whole.unwrap_or(defaults.whole),
-        fallback: fallback.unwrap_or(defaults.fallback),
-    })
+    options.fallback = fallback.unwrap_or_default();
+    Ok(options)
 }
 
 /// `adaptive`'s options: each preset a chain (`"be-brief"`) or a table in the file
