@@ -144,7 +144,8 @@ pub struct StrategyEvent {
     /// The probe's answer, the injected text, …
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    /// The probe answer's mean token log-probability, when there is one.
+    /// The log-probability the event rests on: a probe answer's mean token
+    /// log-probability, a program's least sure token's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprob: Option<f32>,
     /// A probe's tokens: prefilled and decoded.

@@ -12,6 +12,15 @@
 //! fallback's, and the fallback's prompt, which the engine prefills again, as
 //! injected tokens.
 //!
+//! With `min_logprob` set, a program that runs is still sent to the fallback when the
+//! model was unsure of what it computes: when the least likely token right of an `=`
+//! (an operator, an operand, a number) had a log-probability below `min_logprob`. The
+//! idea is DeepConf's (Fu et al. 2025: a trace's weakest stretch of token confidence
+//! predicts a wrong answer better than its mean), narrowed to the tokens that decide
+//! the arithmetic; names and layout are free choices and are left out. Each program's
+//! `answer` or `fallback` event records its least sure token and its mean
+//! log-probability, so the threshold can be tuned on recorded runs.
+//!
 //! The program prompt replaces the user's last message with `instruction` and the
 //! problem; a trailing `cot_instruction` (the eval harness's "reason step by step"
 //! line) is taken off it first, because asking for prose and for code at once gets
@@ -21,13 +30,14 @@
 //! strategy = "program"
 //! [program]
 //! whole = true
+//! min_logprob = -2.0
 //! fallback = "loop-guard"
 //! ```
 
 use crate::python_subset;
 use crate::{
     Backend, BackendError, ChatMessage, Completion, CompletionRequest, PieceKind, Prompt, Sink,
-    StrategyError, StrategyEvent, StrategySpec,
+    StrategyError, StrategyEvent, StrategySpec, TokenLogprob,
 };
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -41,7 +51,13 @@ pub const COT_INSTRUCTION: &str =
     "Please reason step by step, and put your final answer within \\boxed{}.";
 
 /// The option names, as `--strategy-opt` takes them.
-pub const OPTIONS: &[&str] = &["instruction", "cot_instruction", "whole", "fallback"];
+pub const OPTIONS: &[&str] = &[
+    "instruction",
+    "cot_instruction",
+    "whole",
+    "min_logprob",
+    "fallback",
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -53,6 +69,9 @@ pub struct ProgramOptions {
     /// Only a whole number ≥ 0 counts as the program's answer (word problems that
     /// count things); anything else falls back.
     pub whole: bool,
+    /// A program whose least sure expression token is less likely than this (a
+    /// log-probability ≤ 0) falls back; `None` trusts every program that runs.
+    pub min_logprob: Option<f32>,
     /// The strategy that answers when the program gives no answer.
     pub fallback: StrategySpec,
 }
@@ -63,6 +82,7 @@ impl Default for ProgramOptions {
             instruction: INSTRUCTION.into(),
             cot_instruction: COT_INSTRUCTION.into(),
             whole: false,
+            min_logprob: None,
             fallback: StrategySpec::none(),
         }
     }
@@ -118,7 +138,7 @@ pub fn evaluate(text: &str, whole: bool) -> Result<f64, String> {
     let outcome = python_subset::run(code_of(text)).map_err(|e| e.to_string())?;
     let value = outcome
         .answer("answer")
-        .ok_or_else(|| "no `answer` assigned and nothing printed".to_string())?;
+        .ok_or_else(|| "no `answer` assigned, nothing printed, no assignment".to_string())?;
     if whole && (value < 0.0 || (value - value.round()).abs() > 1e-9) {
         return Err(format!(
             "{} is not a whole number ≥ 0",
@@ -126,6 +146,77 @@ pub fn evaluate(text: &str, whole: bool) -> Result<f64, String> {
         ));
     }
     Ok(value)
+}
+
+/// How sure the model was of a program, from its tokens' log-probabilities.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Confidence {
+    /// The least likely token right of an `=` in the code, with its log-probability.
+    pub least_sure: Option<(String, f32)>,
+    /// The mean log-probability of all the program's tokens.
+    pub mean_logprob: f32,
+}
+
+impl Confidence {
+    /// `None` when the backend returned no log-probabilities.
+    pub fn of(tokens: &[TokenLogprob]) -> Option<Confidence> {
+        if tokens.is_empty() {
+            return None;
+        }
+        let mean_logprob = tokens.iter().map(|t| t.logprob).sum::<f32>() / tokens.len() as f32;
+        let least_sure = least_sure_expression_token(tokens).map(|(t, lp)| (t.to_string(), lp));
+        Some(Confidence {
+            least_sure,
+            mean_logprob,
+        })
+    }
+
+    /// Whether the program is too unsure to be trusted at `min_logprob`.
+    fn below(&self, min_logprob: f32) -> bool {
+        self.least_sure
+            .as_ref()
+            .is_some_and(|(_, lp)| *lp < min_logprob)
+    }
+}
+
+impl std::fmt::Display for Confidence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some((token, lp)) = &self.least_sure {
+            write!(f, "least sure `{}` (logprob {lp:.3}); ", token.trim())?;
+        }
+        write!(f, "mean logprob {:.3}", self.mean_logprob)
+    }
+}
+
+/// The least likely token that starts right of an `=` on a line of code (inside the
+/// fenced block when there is one), skipping tokens that are only layout.
+fn least_sure_expression_token(tokens: &[TokenLogprob]) -> Option<(&str, f32)> {
+    let fenced = tokens.iter().any(|t| t.text.contains('`'));
+    let mut in_code = !fenced;
+    let mut line = String::new();
+    let mut least: Option<(&str, f32)> = None;
+    for token in tokens {
+        let starts_on_this_line = token.text.split('\n').next().unwrap_or("");
+        let right_of_assignment =
+            in_code && line.contains('=') && !line.trim_start().starts_with("```");
+        if right_of_assignment
+            && !starts_on_this_line.trim().is_empty()
+            && least.is_none_or(|(_, lp)| token.logprob < lp)
+        {
+            least = Some((starts_on_this_line, token.logprob));
+        }
+        for c in token.text.chars() {
+            if c == '\n' {
+                if line.trim_start().starts_with("```") {
+                    in_code = !in_code;
+                }
+                line.clear();
+            } else {
+                line.push(c);
+            }
+        }
+    }
+    least
 }
 
 /// A number as an answer is written: whole numbers without a decimal point, others
@@ -158,26 +249,51 @@ pub fn complete<B: Backend + ?Sized>(
     };
     let mut program_prompt = messages.clone();
     program_messages(&mut program_prompt, options);
+    if options.min_logprob.is_some() && !backend.capabilities().logprobs {
+        return Err(StrategyError::Config(
+            "program's min_logprob needs token log-probabilities, which this backend does not return"
+                .into(),
+        )
+        .into());
+    }
     let program_request = CompletionRequest {
         prompt: Prompt::Chat(program_prompt),
         strategy: StrategySpec {
             format: request.strategy.format,
             stages: Vec::new(),
         },
+        logprobs: true,
         ..request.clone()
     };
     let mut program = backend.complete_streaming(&program_request, &mut |_, _| {})?;
+    let confidence = Confidence::of(&program.logprobs);
+    if !request.logprobs {
+        program.logprobs.clear();
+    }
     let outcome = if program.finish == crate::Finish::Length {
         Err("the program ran to the token limit".to_string())
     } else {
-        evaluate(&program.text, options.whole)
+        evaluate(&program.text, options.whole).and_then(|value| {
+            match (&confidence, options.min_logprob) {
+                (Some(c), Some(min)) if c.below(min) => Err(format!(
+                    "answer = {} is unsure (a token below min_logprob {min})",
+                    format_number(value)
+                )),
+                _ => Ok(value),
+            }
+        })
     };
     let event = |kind: &str, detail: String| StrategyEvent {
         strategy: "program".into(),
         kind: kind.into(),
         at_token: program.usage.output_tokens,
-        detail: Some(detail),
-        logprob: None,
+        detail: Some(match &confidence {
+            Some(c) => format!("{detail}; {c}"),
+            None => detail,
+        }),
+        logprob: confidence
+            .as_ref()
+            .and_then(|c| c.least_sure.as_ref().map(|(_, lp)| *lp)),
         probe_tokens: None,
     };
     match outcome {
@@ -262,10 +378,62 @@ mod tests {
         let err = evaluate("answer = 7 / 2", true).unwrap_err();
         assert!(err.contains("3.5 is not a whole number"), "{err}");
         assert!(evaluate("answer = -3", true).is_err());
-        let err = evaluate("x = 1", false).unwrap_err();
+        assert_eq!(evaluate("x = 1", false), Ok(1.0));
+        let err = evaluate("import math", false).unwrap_err();
         assert!(err.contains("no `answer`"), "{err}");
-        let err = evaluate("for i in range(3):\n    pass", false).unwrap_err();
+        let err = evaluate("def f():\n    pass", false).unwrap_err();
         assert!(err.starts_with("line 1:"), "{err}");
+    }
+
+    fn tokens(pieces: &[(&str, f32)]) -> Vec<TokenLogprob> {
+        pieces
+            .iter()
+            .map(|(text, logprob)| TokenLogprob {
+                text: text.to_string(),
+                logprob: *logprob,
+                top: Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn confidence_looks_only_right_of_an_assignment_inside_the_code() {
+        let program = tokens(&[
+            ("Sure", -3.0),
+            (":\n", -0.1),
+            ("```", 0.0),
+            ("python", -0.2),
+            ("\n", 0.0),
+            ("eggs_laid", -2.5),
+            (" =", 0.0),
+            (" ", -0.9),
+            ("16", -0.05),
+            ("\n", -1.5),
+            ("answer", 0.0),
+            (" =", -0.01),
+            (" eggs_laid", -0.3),
+            (" *", -0.7),
+            (" 2", -0.4),
+            ("\n```", 0.0),
+            ("\nDone = yes", -4.0),
+        ]);
+        let c = Confidence::of(&program).unwrap();
+        assert_eq!(c.least_sure, Some((" *".to_string(), -0.7)));
+        let mean = program.iter().map(|t| t.logprob).sum::<f32>() / program.len() as f32;
+        assert!((c.mean_logprob - mean).abs() < 1e-6);
+        assert!(c.below(-0.5) && !c.below(-0.8));
+        assert!(Confidence::of(&[]).is_none());
+    }
+
+    #[test]
+    fn unfenced_code_is_all_code() {
+        let program = tokens(&[("x", -5.0), (" =", -1.0), (" 3", -0.2), ("\n", -2.0)]);
+        let c = Confidence::of(&program).unwrap();
+        assert_eq!(c.least_sure, Some((" 3".to_string(), -0.2)));
+        assert_eq!(
+            c.to_string(),
+            "least sure `3` (logprob -0.200); mean logprob -2.050"
+        );
     }
 
     #[test]

@@ -1,27 +1,30 @@
 //! A small, safe interpreter for the arithmetic subset of Python that `program` asks
-//! the model to write: straight-line assignments of numbers, no loops, no functions
-//! of its own. Running the model's code in a real Python would hand a language model
-//! the user's machine; this subset cannot do anything but compute numbers, and runs in
-//! time linear in its length.
+//! the model to write: assignments of numbers, `if` and loops, no functions of its
+//! own. Running the model's code in a real Python would hand a language model the
+//! user's machine; this subset cannot do anything but compute numbers, and stops after
+//! [`MAX_STEPS`] statements, so a loop that never ends is an error, not a hang.
 //!
 //! What it takes:
 //! - statements, one per line: `name = expr`, `a, b = x, y`, `name += expr` (and
 //!   `-= *= /= //= %= **=`), `print(...)`, `import math`, `from math import …`,
-//!   `pass`; `#` comments; lines joined inside brackets;
+//!   `pass`, `break`, `continue`; `#` comments; lines joined inside brackets;
+//! - blocks, by indentation as Python has them: `if`/`elif`/`else`, `for NAME in
+//!   ITERABLE` over `range(…)` or a list, `while`; a block's body may follow its `:`
+//!   on the same line;
 //! - expressions: numbers (`1_000`, `2.5`, `1e3`), names, `True`/`False`, `+ - * /
 //!   // % **` with Python's precedence and semantics (true division, floor division,
 //!   the divisor's sign for `%`, `-2 ** 2 == -4`), comparisons, `and`/`or`/`not`,
 //!   `x if c else y`, list literals, and the calls `round` (half to even, as Python),
-//!   `int`, `float`, `abs`, `min`, `max`, `sum`, `len`, `pow`, `math.ceil`,
+//!   `int`, `float`, `abs`, `min`, `max`, `sum`, `len`, `pow`, `range`, `math.ceil`,
 //!   `math.floor`, `math.sqrt`, plus `math.pi`.
 //!
 //! Both sides of `and`, `or` and `x if c else y` are evaluated (the value is Python's),
 //! so an error in the side Python would skip (`x and 10 / x` with `x = 0`) is an error
 //! here too.
 //!
-//! Anything else (an indented block, `if`/`for`/`def`, a string outside `print`, an
-//! unknown name or function) is an [`Unsupported`] error naming the line, and the
-//! caller answers another way. Numbers are `f64`: the subset is for word problems,
+//! Anything else (`def`, `class`, `with`, `try`, a method call, a string outside
+//! `print`, an unknown name or function) is an [`Unsupported`] error naming the line,
+//! and the caller answers another way. Numbers are `f64`: the subset is for word problems,
 //! not for exact big-integer arithmetic.
 
 use std::collections::HashMap;
@@ -41,46 +44,63 @@ pub struct Outcome {
     pub variables: HashMap<String, f64>,
     /// The numbers printed, in order.
     pub printed: Vec<f64>,
+    /// The name the program's last top-level assignment set (`initial = given + left`
+    /// at the end of a program that never names its result `answer`).
+    pub last_assigned: Option<String>,
 }
 
 impl Outcome {
     /// The program's answer: the variable `name` if it was assigned a number, else the
-    /// last number printed.
+    /// last number printed, else the number its last top-level assignment set.
     pub fn answer(&self, name: &str) -> Option<f64> {
         self.variables
             .get(name)
             .copied()
             .or_else(|| self.printed.last().copied())
+            .or_else(|| {
+                self.last_assigned
+                    .as_ref()
+                    .and_then(|n| self.variables.get(n).copied())
+            })
     }
 }
 
-/// Deepest nesting of brackets and operators the parser follows (hostile input cannot
-/// overflow the stack).
+/// Deepest nesting of brackets and operators the parser follows, and of blocks (hostile
+/// input cannot overflow the stack).
 const MAX_DEPTH: usize = 64;
+
+/// Most statements (loop conditions included) one run executes.
+pub const MAX_STEPS: usize = 100_000;
 
 /// Runs `source`; see the module documentation for what it takes.
 pub fn run(source: &str) -> Result<Outcome, Unsupported> {
-    let mut outcome = Outcome::default();
-    let mut values: HashMap<String, Value> = HashMap::new();
-    for statement in statements(source)? {
-        let mut parser = Parser {
-            tokens: &statement.tokens,
-            at: 0,
-            line: statement.line,
-            depth: 0,
-            values: &values,
-        };
-        match parser.statement()? {
-            Effect::Assign(pairs) => {
-                for (name, value) in pairs {
-                    values.insert(name, value);
-                }
-            }
-            Effect::Print(printed) => outcome.printed.extend(printed),
-            Effect::Nothing => {}
+    let statements = statements(source)?;
+    let mut at = 0;
+    let base = statements.first().map_or(0, |s| s.indent);
+    let program = block(&statements, &mut at, base, 0)?;
+    if let Some(s) = statements.get(at) {
+        return Err(Unsupported {
+            line: s.line,
+            message: "a line indented less than the first".into(),
+        });
+    }
+    let mut machine = Machine::default();
+    match machine.exec(&program)? {
+        Flow::Next => {}
+        Flow::Break(line) | Flow::Continue(line) => {
+            return Err(Unsupported {
+                line,
+                message: "'break' or 'continue' outside a loop".into(),
+            })
         }
     }
-    outcome.variables = values
+    let mut outcome = machine.outcome;
+    outcome.last_assigned = program.iter().rev().find_map(|node| match node {
+        Node::Simple(statement) => statement.assigned_name(),
+        _ => None,
+    });
+    outcome.variables = machine
+        .values
         .into_iter()
         .filter_map(|(name, v)| match v {
             Value::Num(x) => Some((name, x)),
@@ -88,6 +108,232 @@ pub fn run(source: &str) -> Result<Outcome, Unsupported> {
         })
         .collect();
     Ok(outcome)
+}
+
+/// A program as blocks: what indentation nests.
+#[derive(Debug)]
+enum Node {
+    Simple(Statement),
+    /// `if`, then each `elif`: a condition (the tokens between keyword and `:`) and
+    /// its body; `orelse` is the `else` body.
+    If {
+        branches: Vec<(Statement, Vec<Node>)>,
+        orelse: Vec<Node>,
+    },
+    For {
+        line: usize,
+        target: String,
+        iterable: Statement,
+        body: Vec<Node>,
+    },
+    While {
+        condition: Statement,
+        body: Vec<Node>,
+    },
+}
+
+/// The block of statements at `indent` from `at` on, nested bodies included.
+fn block(
+    statements: &[Statement],
+    at: &mut usize,
+    indent: usize,
+    depth: usize,
+) -> Result<Vec<Node>, Unsupported> {
+    let mut nodes = Vec::new();
+    while let Some(statement) = statements.get(*at) {
+        if statement.indent < indent {
+            break;
+        }
+        let err = |message: &str| Unsupported {
+            line: statement.line,
+            message: message.into(),
+        };
+        if statement.indent > indent {
+            return Err(err("an indented line that opens no block"));
+        }
+        *at += 1;
+        let Some(keyword) = statement.header() else {
+            nodes.push(Node::Simple(statement.clone()));
+            continue;
+        };
+        let body = |at: &mut usize| -> Result<Vec<Node>, Unsupported> {
+            if depth >= MAX_DEPTH {
+                return Err(err("blocks nested too deeply"));
+            }
+            match statements.get(*at) {
+                Some(next) if next.indent > indent => block(statements, at, next.indent, depth + 1),
+                _ => Err(err("a block without an indented body")),
+            }
+        };
+        match keyword {
+            "if" => {
+                let mut branches = vec![(statement.between_keyword_and_colon(), body(at)?)];
+                let mut orelse = Vec::new();
+                while let Some(next) = statements.get(*at).filter(|n| n.indent == indent) {
+                    match next.header() {
+                        Some("elif") => {
+                            *at += 1;
+                            branches.push((next.between_keyword_and_colon(), body(at)?));
+                        }
+                        Some("else") => {
+                            *at += 1;
+                            orelse = body(at)?;
+                            break;
+                        }
+                        _ => break,
+                    }
+                }
+                nodes.push(Node::If { branches, orelse });
+            }
+            "for" => {
+                let inside = statement.between_keyword_and_colon();
+                let (target, iterable) = match inside.tokens.as_slice() {
+                    [Token::Name(target), Token::Name(word), rest @ ..]
+                        if word == "in" && !is_keyword(target) && !rest.is_empty() =>
+                    {
+                        (target.clone(), rest.to_vec())
+                    }
+                    _ => return Err(err("a `for` other than `for NAME in …:`")),
+                };
+                nodes.push(Node::For {
+                    line: statement.line,
+                    target,
+                    iterable: Statement {
+                        tokens: iterable,
+                        ..inside
+                    },
+                    body: body(at)?,
+                });
+            }
+            "while" => nodes.push(Node::While {
+                condition: statement.between_keyword_and_colon(),
+                body: body(at)?,
+            }),
+            "elif" | "else" => return Err(err("an `elif` or `else` without its `if`")),
+            _ => {
+                return Err(err(
+                    "a block other than if, for and while (def, class, with, try, …)",
+                ))
+            }
+        }
+    }
+    Ok(nodes)
+}
+
+/// What a statement or block hands its enclosing loop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Flow {
+    Next,
+    Break(usize),
+    Continue(usize),
+}
+
+/// The program's state while it runs.
+#[derive(Default)]
+struct Machine {
+    values: HashMap<String, Value>,
+    outcome: Outcome,
+    steps: usize,
+}
+
+impl Machine {
+    fn exec(&mut self, nodes: &[Node]) -> Result<Flow, Unsupported> {
+        for node in nodes {
+            let flow = match node {
+                Node::Simple(statement) => self.simple(statement)?,
+                Node::If { branches, orelse } => {
+                    let mut taken = None;
+                    for (condition, body) in branches {
+                        if truth(&self.evaluate(condition)?) {
+                            taken = Some(body);
+                            break;
+                        }
+                    }
+                    self.exec(taken.unwrap_or(orelse))?
+                }
+                Node::For {
+                    line,
+                    target,
+                    iterable,
+                    body,
+                } => {
+                    let Value::List(items) = self.evaluate(iterable)? else {
+                        return Err(Unsupported {
+                            line: *line,
+                            message: "a `for` over something other than a list or range()".into(),
+                        });
+                    };
+                    for item in items {
+                        self.values.insert(target.clone(), Value::Num(item));
+                        if let Flow::Break(_) = self.exec(body)? {
+                            break;
+                        }
+                    }
+                    Flow::Next
+                }
+                Node::While { condition, body } => {
+                    while truth(&self.evaluate(condition)?) {
+                        if let Flow::Break(_) = self.exec(body)? {
+                            break;
+                        }
+                    }
+                    Flow::Next
+                }
+            };
+            if flow != Flow::Next {
+                return Ok(flow);
+            }
+        }
+        Ok(Flow::Next)
+    }
+
+    fn step(&mut self, line: usize) -> Result<(), Unsupported> {
+        self.steps += 1;
+        if self.steps > MAX_STEPS {
+            return Err(Unsupported {
+                line,
+                message: format!("more than {MAX_STEPS} steps (a loop that does not end?)"),
+            });
+        }
+        Ok(())
+    }
+
+    fn parser<'a>(&'a self, statement: &'a Statement) -> Parser<'a> {
+        Parser {
+            tokens: &statement.tokens,
+            at: 0,
+            line: statement.line,
+            depth: 0,
+            values: &self.values,
+        }
+    }
+
+    /// A whole statement's tokens as one expression (a condition, an iterable).
+    fn evaluate(&mut self, statement: &Statement) -> Result<Value, Unsupported> {
+        self.step(statement.line)?;
+        let mut parser = self.parser(statement);
+        let value = parser.expression()?;
+        if parser.at < statement.tokens.len() {
+            return parser.err("more after the expression than the subset reads");
+        }
+        Ok(value)
+    }
+
+    fn simple(&mut self, statement: &Statement) -> Result<Flow, Unsupported> {
+        self.step(statement.line)?;
+        match self.parser(statement).statement()? {
+            Effect::Assign(pairs) => {
+                for (name, value) in pairs {
+                    self.values.insert(name, value);
+                }
+            }
+            Effect::Print(printed) => self.outcome.printed.extend(printed),
+            Effect::Nothing => {}
+            Effect::Break => return Ok(Flow::Break(statement.line)),
+            Effect::Continue => return Ok(Flow::Continue(statement.line)),
+        }
+        Ok(Flow::Next)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -98,9 +344,44 @@ enum Token {
     Op(&'static str),
 }
 
+#[derive(Debug, Clone)]
 struct Statement {
     line: usize,
+    /// Columns of indentation of its first line (a tab to the next multiple of 8).
+    indent: usize,
     tokens: Vec<Token>,
+}
+
+impl Statement {
+    /// The block keyword of a header (a statement ending in `:`).
+    fn header(&self) -> Option<&str> {
+        match (self.tokens.first(), self.tokens.last()) {
+            (Some(Token::Name(keyword)), Some(Token::Op(":"))) => Some(keyword),
+            _ => None,
+        }
+    }
+
+    /// The one name an assignment (`x = …`, `x += …`) sets.
+    fn assigned_name(&self) -> Option<String> {
+        match self.tokens.as_slice() {
+            [Token::Name(name), Token::Op(op), _, ..]
+                if !is_keyword(name)
+                    && op.ends_with('=')
+                    && !matches!(*op, "==" | "<=" | ">=" | "!=") =>
+            {
+                Some(name.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// A header's tokens between its keyword and its `:`.
+    fn between_keyword_and_colon(&self) -> Statement {
+        Statement {
+            tokens: self.tokens[1..self.tokens.len() - 1].to_vec(),
+            ..*self
+        }
+    }
 }
 
 const OPERATORS: &[&str] = &[
@@ -109,7 +390,8 @@ const OPERATORS: &[&str] = &[
 ];
 
 /// Splits `source` into statements of tokens: a new statement at each line end outside
-/// brackets. An indented first line of a statement is a block, which the subset lacks.
+/// brackets, and after a block header's `:` (so `if x: y = 1` is two statements, the
+/// second indented deeper than the first).
 fn statements(source: &str) -> Result<Vec<Statement>, Unsupported> {
     let mut out = Vec::new();
     let mut current: Option<Statement> = None;
@@ -118,15 +400,13 @@ fn statements(source: &str) -> Result<Vec<Statement>, Unsupported> {
         let line = index + 1;
         let err = |message: String| Unsupported { line, message };
         let mut chars = text.char_indices().peekable();
-        if current.is_none() {
-            let indented = text.starts_with([' ', '\t']);
-            let blank = text.trim().is_empty() || text.trim_start().starts_with('#');
-            if indented && !blank {
-                return Err(err(
-                    "an indented block (only straight-line code runs)".into()
-                ));
-            }
-        }
+        let mut indent = text
+            .chars()
+            .take_while(|c| *c == ' ' || *c == '\t')
+            .fold(
+                0,
+                |col, c| if c == '\t' { col / 8 * 8 + 8 } else { col + 1 },
+            );
         while let Some(&(at, c)) = chars.peek() {
             if c == '#' {
                 break;
@@ -137,6 +417,7 @@ fn statements(source: &str) -> Result<Vec<Statement>, Unsupported> {
             }
             let statement = current.get_or_insert_with(|| Statement {
                 line,
+                indent,
                 tokens: Vec::new(),
             });
             let rest = &text[at..];
@@ -171,10 +452,11 @@ fn statements(source: &str) -> Result<Vec<Statement>, Unsupported> {
             } else if let Some(op) = OPERATORS.iter().find(|op| rest.starts_with(**op)) {
                 match *op {
                     ":" if depth == 0 => {
-                        return Err(err(
-                            "a block statement (if, for, def, …): only straight-line code runs"
-                                .into(),
-                        ))
+                        statement.tokens.push(Token::Op(":"));
+                        advance(&mut chars, 1);
+                        indent = statement.indent + 1;
+                        out.extend(current.take());
+                        continue;
                     }
                     "(" | "[" => depth += 1,
                     ")" | "]" => {
@@ -250,6 +532,8 @@ enum Effect {
     Assign(Vec<(String, Value)>),
     Print(Vec<f64>),
     Nothing,
+    Break,
+    Continue,
 }
 
 struct Parser<'a> {
@@ -307,6 +591,15 @@ impl Parser<'_> {
             Some(Token::Name(n)) if n == "pass" => {
                 self.at += 1;
                 Effect::Nothing
+            }
+            Some(Token::Name(n)) if n == "break" || n == "continue" => {
+                let effect = if n == "break" {
+                    Effect::Break
+                } else {
+                    Effect::Continue
+                };
+                self.at += 1;
+                effect
             }
             Some(Token::Name(n))
                 if n == "print" && matches!(self.tokens.get(1), Some(Token::Op("("))) =>
@@ -611,6 +904,39 @@ impl Parser<'_> {
         }
     }
 
+    /// `range(stop)`, `range(start, stop)`, `range(start, stop, step)` as a list, no
+    /// longer than a run may step.
+    fn range(&self, args: &[Value]) -> Result<Value, Unsupported> {
+        let whole = |v: &Value| -> Result<i64, Unsupported> {
+            let x = self.num(v)?;
+            if x.fract() != 0.0 || x.abs() > 1e15 {
+                return self.err(format!("range() of {x}, not a whole number"));
+            }
+            Ok(x as i64)
+        };
+        let (start, stop, step) = match args {
+            [stop] => (0, whole(stop)?, 1),
+            [start, stop] => (whole(start)?, whole(stop)?, 1),
+            [start, stop, step] => (whole(start)?, whole(stop)?, whole(step)?),
+            _ => return self.err("range() takes one to three arguments"),
+        };
+        if step == 0 {
+            return self.err("range() with a step of 0");
+        }
+        let (span, stride) = if step > 0 {
+            (stop - start, step)
+        } else {
+            (start - stop, -step)
+        };
+        let len = (span.max(0) + stride - 1) / stride;
+        if len as usize > MAX_STEPS {
+            return self.err(format!("range() of more than {MAX_STEPS} numbers"));
+        }
+        Ok(Value::List(
+            (0..len).map(|i| (start + i * step) as f64).collect(),
+        ))
+    }
+
     fn call(&self, name: &str, args: Vec<Value>) -> Result<Value, Unsupported> {
         let name = name.strip_prefix("math.").map_or(name, |n| match n {
             "ceil" | "floor" | "sqrt" | "pow" => n,
@@ -654,6 +980,7 @@ impl Parser<'_> {
                 [a, b] => return self.binary("**", a.clone(), b.clone()),
                 _ => return self.err("pow() takes two arguments"),
             },
+            "range" => return self.range(&args),
             "len" => match args.as_slice() {
                 [Value::List(items)] => items.len() as f64,
                 _ => return self.err("len() takes one list"),
@@ -701,6 +1028,9 @@ fn is_keyword(name: &str) -> bool {
             | "True"
             | "False"
             | "None"
+            | "break"
+            | "continue"
+            | "pass"
     )
 }
 
@@ -768,15 +1098,39 @@ mod tests {
     fn without_an_answer_variable_the_last_printed_number_answers() {
         let outcome = run("total = 6 * 7\nprint(\"Total:\", total)\nprint(f\"{total}\")").unwrap();
         assert_eq!(outcome.answer("answer"), Some(42.0));
-        assert_eq!(run("x = 1").unwrap().answer("answer"), None);
+        assert_eq!(run("pass").unwrap().answer("answer"), None);
+    }
+
+    #[test]
+    fn without_an_answer_or_a_print_the_last_top_level_assignment_answers() {
+        let source = "given = 23 * 15\nleft = 12\ninitial = given + left\n";
+        assert_eq!(run(source).unwrap().answer("answer"), Some(357.0));
+        let source = "total = 0\nrate = 3\nfor i in range(4):\n    step = i\n    total += rate\n";
+        assert_eq!(run(source).unwrap().answer("answer"), Some(3.0));
+        let source = "x = 2\nx *= 5\n";
+        assert_eq!(run(source).unwrap().answer("answer"), Some(10.0));
     }
 
     #[test]
     fn what_the_subset_lacks_is_refused_with_its_line() {
         let cases = [
-            ("x = 1\nif x > 0:\n    x = 2", 2, "block statement"),
-            ("for i in range(3):\n    pass", 1, "block statement"),
-            ("x = 1\n    y = 2", 2, "indented"),
+            (
+                "def f():\n    return 1",
+                1,
+                "a block other than if, for and while",
+            ),
+            ("x = 1\n    y = 2", 2, "opens no block"),
+            ("if 1 2:\n    pass", 1, "more after the expression"),
+            ("if 1 > 0:\nx = 2", 1, "without an indented body"),
+            ("else:\n    x = 2", 1, "without its `if`"),
+            ("while True:\n    x = 1", 1, "steps"),
+            (
+                "for i in range(10 ** 9):\n    pass",
+                1,
+                "range() of more than",
+            ),
+            ("for i in 5:\n    pass", 1, "other than a list"),
+            ("break", 1, "outside a loop"),
             ("import os", 1, "math"),
             ("answer = open(1)", 1, "function 'open'"),
             ("answer = y + 1", 1, "'y' is used before"),
@@ -793,6 +1147,43 @@ mod tests {
             assert_eq!(err.line, line, "{source}: {err}");
             assert!(err.message.contains(needle), "{source}: {err}");
         }
+    }
+
+    #[test]
+    fn if_elif_else_blocks_take_the_first_true_branch() {
+        let source = "price = 120\nif price > 100:\n    discount = 0.2\nelif price > 50:\n    \
+                      discount = 0.1\nelse:\n    discount = 0\nanswer = price * (1 - discount)\n";
+        assert_eq!(answer(source), 96.0);
+        assert_eq!(answer(&source.replace("120", "80")), 72.0);
+        assert_eq!(answer(&source.replace("120", "10")), 10.0);
+        assert_eq!(answer("x = 3\nif x > 2: answer = 1\nelse: answer = 2"), 1.0);
+    }
+
+    #[test]
+    fn loops_run_over_ranges_and_lists_with_break_and_continue() {
+        let source = "total = 0\nfor day in range(1, 8):\n    if day % 2 == 0:\n        \
+                      continue\n    total += day\nanswer = total";
+        assert_eq!(answer(source), 16.0);
+        assert_eq!(answer("s = 0\nfor x in [3, 4]:\n\ts += x\nanswer = s"), 7.0);
+        let source = "savings = 0\nweeks = 0\nwhile True:\n    savings += 15\n    weeks += 1\n    \
+                      if savings >= 100:\n        break\nanswer = weeks";
+        assert_eq!(answer(source), 7.0);
+        assert_eq!(answer("answer = sum(range(10, 0, -3))"), 22.0);
+        let nested = "answer = 0\nfor i in range(3):\n    for j in range(4):\n        \
+                      if j == 2:\n            break\n        answer += 1";
+        assert_eq!(answer(nested), 6.0);
+    }
+
+    #[test]
+    fn deeply_nested_blocks_are_refused_not_a_stack_overflow() {
+        let deep: String = (0..200)
+            .map(|d| format!("{}if 1:\n", " ".repeat(d)))
+            .chain(std::iter::once(format!("{}answer = 1\n", " ".repeat(200))))
+            .collect();
+        assert!(run(&deep)
+            .unwrap_err()
+            .message
+            .contains("nested too deeply"));
     }
 
     #[test]

@@ -493,7 +493,12 @@ fn a_program_answers_with_what_it_computes_and_a_failed_one_falls_back_to_plain_
             let detail = first["detail"].as_str().unwrap();
             let answer = detail
                 .strip_prefix("answer = ")
+                .and_then(|rest| rest.split(';').next())
                 .expect("the program's answer");
+            assert!(
+                detail.contains("mean logprob") && first["logprob"].is_number(),
+                "the program's confidence is recorded: {r}"
+            );
             let code = output
                 .strip_suffix(&format!("\n\n\\boxed{{{answer}}}"))
                 .unwrap_or_else(|| panic!("the answer is not boxed at the end: {output}"));

@@ -736,6 +736,13 @@ fn program_options(mut table: toml::Table) -> Result<ProgramOptions, StrategyErr
     let mut options: ProgramOptions = toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| bad(e.message().to_string()))?;
+    if let Some(min) = options.min_logprob {
+        if min.is_nan() || min > 0.0 {
+            return Err(bad(format!(
+                "min_logprob must be a log-probability ≤ 0, got {min}"
+            )));
+        }
+    }
     options.fallback = fallback.unwrap_or_default();
     Ok(options)
 }
@@ -1006,6 +1013,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("put 'loop-guard' into its fallback"), "{err}");
+        let spec = StrategySpec::parse("program", &["min_logprob=-1.5".into()]).unwrap();
+        assert_eq!(spec.program().unwrap().min_logprob, Some(-1.5));
+        let err = StrategySpec::parse("program", &["min_logprob=0.5".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("min_logprob must be a log-probability ≤ 0"),
+            "{err}"
+        );
     }
 
     #[test]
