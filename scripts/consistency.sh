@@ -3,6 +3,8 @@
 # greedy `none` and `verify`, all on the same 100 GSM8K-train problems with the 0.5B
 # model, then `terse compare`; serial4/batched4 time siblings against one trace at a
 # time. `terse oracle runs/consistency/q05-fixed5` replays other stop rules.
+# `refine2` is Parallel-Distill-Refine with two drafts (T = 0.7) and one greedy refined
+# answer; `sr` is Sequential Refinement (one greedy draft, then the refined answer).
 # `greedy-check` is the rule found by replaying those traces (a greedy trace, checked
 # by one sample, a third to break a tie), run for real on a fresh draw: SEED=31.
 # Usage: [LIMIT=N] [SEED=S] scripts/consistency.sh [RUN...] (default: the four accuracy
@@ -36,20 +38,23 @@ for run in "${RUNS[@]}"; do
     greedy-check) args=(--temperature 0.7 --concurrency 4 --strategy consistency
                         --strategy-opt rule=window --strategy-opt window=2 --strategy-opt max_samples=3
                         --strategy-opt first_greedy=true) ;;
+    refine2) args=(--temperature 0 --concurrency 8 --strategy refine --strategy-opt drafts=2) ;;
+    sr) args=(--temperature 0 --concurrency 8 --strategy refine --strategy-opt drafts=1
+              --strategy-opt temperature=0) ;;
     # Timing: the same five traces of the first 4 problems, one at a time vs as
     # five siblings in one batch (no cache, one problem at a time).
     serial4) args=(--temperature 0.7 --concurrency 1 --limit 4 --no-cache --strategy consistency
                     --strategy-opt rule=fixed --strategy-opt max_samples=5 --strategy-opt round=1) ;;
     batched4) args=(--temperature 0.7 --concurrency 1 --limit 4 --no-cache --strategy consistency
                      --strategy-opt rule=fixed --strategy-opt max_samples=5 --strategy-opt round=5) ;;
-    *) echo "unknown run $run (fixed5, none, verify, beta, window2, greedy-check, serial4, batched4)" >&2; exit 2 ;;
+    *) echo "unknown run $run (fixed5, none, verify, beta, window2, greedy-check, refine2, sr, serial4, batched4)" >&2; exit 2 ;;
   esac
   label="q05-$run$suffix"
   ./target/release/terse eval "${common[@]}" "${args[@]}" ${LIMIT:+--limit "$LIMIT"} \
     --label "$label" --out "$OUT/$label"
 done
 runs=()
-for run in none fixed5 beta window2 greedy-check verify; do
+for run in none fixed5 beta window2 greedy-check verify refine2 sr; do
   [ -d "$OUT/q05-$run$suffix" ] && runs+=("$OUT/q05-$run$suffix")
 done
 ./target/release/terse compare "${runs[@]}" --out "$OUT/compare$suffix"

@@ -30,6 +30,9 @@ pub enum CacheError {
 
 #[derive(Serialize)]
 struct KeyFields<'a> {
+    /// Bumped when terse's code gives another completion for the same request, so old
+    /// entries are not served as new ones (3: `program`'s subset runs blocks and
+    /// answers with the last assignment).
     version: u32,
     model: &'a str,
     prompt: &'a str,
@@ -43,7 +46,7 @@ struct KeyFields<'a> {
 /// The hex sha256 key of one request (`prompt` is its rendered text).
 pub fn cache_key(model: &str, prompt: &str, request: &CompletionRequest, sample: u32) -> String {
     let fields = KeyFields {
-        version: 2,
+        version: 3,
         model,
         prompt,
         sampling: &request.sampling,

@@ -14,6 +14,7 @@ mod local;
 mod openai;
 pub mod program;
 pub mod python_subset;
+pub mod refine;
 pub mod strategy;
 
 pub use local::{EngineLoad, LocalBackend};
@@ -291,10 +292,10 @@ pub trait Backend: Send + Sync {
     ) -> Result<adaptive::Difficulty, BackendError>;
 
     /// Runs the request whole: routed by difficulty ([`adaptive`]), asked for a
-    /// program ([`program`]), drawn as several voting traces ([`consistency`],
-    /// through [`Backend::complete_siblings`]), or one steered trace. Visible text
-    /// reaches `sink` as it is decoded; when traces vote or a program runs, once the
-    /// answer is in.
+    /// program ([`program`]), drafted and refined ([`refine`]), drawn as several
+    /// voting traces ([`consistency`], through [`Backend::complete_siblings`]), or one
+    /// steered trace. Visible text reaches `sink` as it is decoded; when traces vote,
+    /// drafts are refined or a program runs, once the answer is in.
     fn complete_with(
         &self,
         request: &CompletionRequest,
@@ -305,6 +306,9 @@ pub trait Backend: Send + Sync {
         }
         if let Some(options) = request.strategy.program() {
             return program::complete(self, request, options, sink);
+        }
+        if let Some(options) = request.strategy.refine() {
+            return refine::complete(self, request, options, sink);
         }
         match request.strategy.consistency() {
             Some(options) => {

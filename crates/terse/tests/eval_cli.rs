@@ -550,3 +550,41 @@ fn a_program_answers_with_what_it_computes_and_a_failed_one_falls_back_to_plain_
         assert!(fu["injected_tokens"].as_u64().unwrap() > 0, "{f}");
     }
 }
+
+#[test]
+fn refine_drafts_as_siblings_refines_once_and_counts_every_pass() {
+    let dir = scratch_dir("refine");
+    let extra = [
+        "-m",
+        "qwen2.5-coder-0.5b",
+        "-n",
+        "64",
+        "--strategy",
+        "refine",
+        "--strategy-opt",
+        "drafts=2",
+    ];
+    let o = eval("synthetic:d1:n2:s9", &dir, &extra);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for r in records(&dir) {
+        assert_eq!(r["stop_reason"], "refine", "{r}");
+        let events = r["events"].as_array().unwrap();
+        let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds[..4], ["draft", "draft", "workspace", "answer"], "{r}");
+        // Output = both drafts' tokens + the refined answer's.
+        let decoded: u64 = [0, 1, 3]
+            .iter()
+            .map(|&i| events[i]["at_token"].as_u64().unwrap())
+            .sum();
+        let u = &r["usage"];
+        assert_eq!(u["output_tokens"].as_u64().unwrap(), decoded, "{r}");
+        // The workspace prompt is prefilled beyond the shared problem prefix, and the
+        // second draft forked the first's prompt instead of computing it.
+        assert!(u["injected_tokens"].as_u64().unwrap() > 0, "{r}");
+        let prompt = u["prompt_tokens"].as_u64().unwrap();
+        assert!(
+            u["prompt_cached_tokens"].as_u64().unwrap() >= prompt - 1,
+            "the drafts did not share the prompt: {r}"
+        );
+    }
+}

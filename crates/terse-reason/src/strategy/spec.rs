@@ -23,6 +23,7 @@ use super::{Controller, FormatChoice, Needs, StrategyError};
 use crate::adaptive::{AdaptiveOptions, PRESETS, THRESHOLD_OPTIONS};
 use crate::consistency::ConsistencyOptions;
 use crate::program::ProgramOptions;
+use crate::refine::RefineOptions;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use terse_engine::ChatMessage;
@@ -51,6 +52,9 @@ pub enum Stage {
     /// Asks for a program and runs it, with a fallback strategy (see
     /// [`crate::program`]); stands alone in its chain.
     Program(ProgramOptions),
+    /// Drafts in parallel, distils them into a workspace and answers again (see
+    /// [`crate::refine`]); stands alone in its chain.
+    Refine(RefineOptions),
 }
 
 /// Every stage name, in the order `--help` lists them.
@@ -70,11 +74,12 @@ pub const STAGE_NAMES: &[&str] = &[
     "consistency",
     "adaptive",
     "program",
+    "refine",
 ];
 
 /// Stages that answer with whole strategies of their own, so nothing may stand beside
 /// them in a chain.
-const STANDALONE: &[&str] = &["adaptive", "program"];
+const STANDALONE: &[&str] = &["adaptive", "program", "refine"];
 
 impl Stage {
     pub fn name(&self) -> &'static str {
@@ -93,6 +98,7 @@ impl Stage {
             Stage::Consistency(_) => "consistency",
             Stage::Adaptive(_) => "adaptive",
             Stage::Program(_) => "program",
+            Stage::Refine(_) => "refine",
         }
     }
 
@@ -128,6 +134,7 @@ impl Stage {
             "consistency" => Stage::Consistency(opts(name, options)?),
             "adaptive" => Stage::Adaptive(adaptive_options(options)?),
             "program" => Stage::Program(program_options(options)?),
+            "refine" => Stage::Refine(opts(name, options)?),
             other => {
                 return Err(StrategyError::UnknownStrategy {
                     name: other.into(),
@@ -176,6 +183,7 @@ impl Stage {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            "refine" => keys(toml::Table::try_from(RefineOptions::default())),
             _ => Vec::new(),
         }
     }
@@ -353,6 +361,33 @@ impl Stage {
                     "above 0, at most 1",
                 )
             }
+            Stage::Refine(o) => {
+                range(
+                    "drafts",
+                    o.drafts.to_string(),
+                    (1..=16).contains(&o.drafts),
+                    "1 to 16",
+                )?;
+                range(
+                    "rounds",
+                    o.rounds.to_string(),
+                    (1..=8).contains(&o.rounds),
+                    "1 to 8",
+                )?;
+                range(
+                    "workspace_chars",
+                    o.workspace_chars.to_string(),
+                    (100..=20_000).contains(&o.workspace_chars),
+                    "100 to 20000",
+                )?;
+                range(
+                    "temperature",
+                    o.temperature.to_string(),
+                    o.temperature.is_finite()
+                        && (o.temperature > 0.0 || (o.drafts == 1 && o.temperature == 0.0)),
+                    "> 0 (0 only with one draft: greedy drafts would be identical)",
+                )
+            }
             Stage::Consistency(o) => {
                 range(
                     "max_samples",
@@ -410,7 +445,8 @@ impl Stage {
             | Stage::ConciseExemplars(_)
             | Stage::Consistency(_)
             | Stage::Adaptive(_)
-            | Stage::Program(_) => return None,
+            | Stage::Program(_)
+            | Stage::Refine(_) => return None,
             Stage::Budget(o) => Box::new(Budget::new(o)),
             Stage::BudgetForcing(o) => Box::new(BudgetForcing::new(o)),
             Stage::EarlyExit(o) => Box::new(EarlyExit::new(o)),
@@ -504,15 +540,18 @@ impl StrategySpec {
         }
         if let Some(alone) = names.iter().find(|n| STANDALONE.contains(n)) {
             if let Some(other) = names.iter().find(|n| *n != alone) {
-                let into = if *alone == "adaptive" {
-                    "its presets (easy, normal, hard)"
-                } else {
-                    "its fallback"
+                let message = match *alone {
+                    "adaptive" => format!(
+                        "adaptive answers with whole strategies of its own: put '{other}' \
+                         into its presets (easy, normal, hard), not beside it"
+                    ),
+                    "program" => format!(
+                        "program answers with whole strategies of its own: put '{other}' \
+                         into its fallback, not beside it"
+                    ),
+                    _ => format!("{alone} draws its own plain traces: run it without '{other}'"),
                 };
-                return Err(StrategyError::Config(format!(
-                    "{alone} answers with whole strategies of its own: put '{other}' into \
-                     {into}, not beside it"
-                )));
+                return Err(StrategyError::Config(message));
             }
         }
         for table in tables.keys() {
@@ -655,11 +694,23 @@ impl StrategySpec {
         })
     }
 
+    /// The `refine` stage's options, when the strategy drafts and refines.
+    pub fn refine(&self) -> Option<&RefineOptions> {
+        self.stages.iter().find_map(|s| match s {
+            Stage::Refine(o) => Some(o),
+            _ => None,
+        })
+    }
+
     /// Whether a request of this strategy is one steered trace (not routed by
-    /// difficulty, not several voting traces, not a program with a fallback): one
-    /// that can stream as it decodes and run beside other requests as a sibling.
+    /// difficulty, not several voting traces, not a program with a fallback, not
+    /// drafts and a refinement): one that can stream as it decodes and run beside
+    /// other requests as a sibling.
     pub fn is_single_trace(&self) -> bool {
-        self.consistency().is_none() && self.adaptive().is_none() && self.program().is_none()
+        self.consistency().is_none()
+            && self.adaptive().is_none()
+            && self.program().is_none()
+            && self.refine().is_none()
     }
 
     /// The most sequences one request of this strategy has in flight at once: a
@@ -667,6 +718,9 @@ impl StrategySpec {
     pub fn sequences_in_flight(&self) -> usize {
         if let Some(p) = self.program() {
             return p.fallback.sequences_in_flight();
+        }
+        if let Some(r) = self.refine() {
+            return r.drafts;
         }
         match (self.adaptive(), self.consistency()) {
             (Some(a), _) => a
@@ -1022,6 +1076,37 @@ mod tests {
             err.contains("min_logprob must be a log-probability ≤ 0"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn refine_takes_its_options_stands_alone_and_checks_ranges() {
+        let spec = StrategySpec::parse("refine", &["drafts=2".into(), "rounds=2".into()]).unwrap();
+        let r = spec.refine().expect("refine options");
+        assert_eq!((r.drafts, r.rounds), (2, 2));
+        assert_eq!(spec.sequences_in_flight(), 2);
+        assert!(!spec.is_single_trace() && !spec.steers());
+        let err = StrategySpec::parse("refine", &["drafts=2".into(), "temperature=0".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("temperature") && err.contains("one draft"),
+            "{err}"
+        );
+        assert!(
+            StrategySpec::parse("refine", &["drafts=1".into(), "temperature=0".into()]).is_ok()
+        );
+        let err = StrategySpec::parse("refine", &["rounds=0".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rounds") && err.contains("1 to 8"), "{err}");
+        let err = StrategySpec::parse("refine+loop-guard", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("run it without 'loop-guard'"), "{err}");
+        let err = StrategySpec::parse("refine", &["depth=2".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("depth") && err.contains("refine"), "{err}");
     }
 
     #[test]

@@ -160,7 +160,7 @@ pub struct StrategyArgs {
     /// Strategy chain, stages joined by `+` (for example `loop-guard+early-exit`):
     /// none, be-brief, chain-of-draft, concise-exemplars, budget, budget-forcing,
     /// early-exit, probe-trace, stop-boost, concise-hint, loop-guard, verify,
-    /// consistency, adaptive, program.
+    /// consistency, adaptive, program, refine.
     #[arg(long)]
     pub strategy: Option<String>,
     /// A strategy option, `KEY=VALUE` or `STAGE.KEY=VALUE` (repeatable), for example
