@@ -20,7 +20,7 @@
 use crate::strategy::{Runner, StrategyError};
 use crate::{
     Backend, BackendError, Capabilities, ChatMessage, Completion, CompletionRequest, Finish,
-    Prompt, Sink, Usage,
+    Prompt, Sink, TokenLogprob, Usage,
 };
 use serde_json::{json, Value};
 use std::io::BufRead;
@@ -140,6 +140,12 @@ impl OpenAiBackend {
         self.sampling_fields(&mut body, &request.sampling);
         if !request.stop.is_empty() {
             body["stop"] = json!(request.stop);
+        }
+        if request.logprobs {
+            body["logprobs"] = json!(true);
+            if request.top_logprobs > 0 {
+                body["top_logprobs"] = json!(request.top_logprobs);
+            }
         }
         let start = Instant::now();
         let v = self.post_json("/v1/chat/completions", &body)?;
@@ -478,14 +484,67 @@ fn parse_chat(v: &Value, latency: Duration) -> Result<Completion, String> {
         events: Vec::new(),
         latency_s: latency.as_secs_f64(),
         engine_time: None,
-        logprobs: Vec::new(),
+        logprobs: chat_logprobs(&choice["logprobs"]["content"]),
     })
+}
+
+/// The tokens of a chat choice's `logprobs.content` (OpenAI's shape, which llama.cpp,
+/// vLLM and SGLang return when asked); empty when the server sent none.
+fn chat_logprobs(content: &Value) -> Vec<TokenLogprob> {
+    let Some(tokens) = content.as_array() else {
+        return Vec::new();
+    };
+    tokens
+        .iter()
+        .filter_map(|t| {
+            Some(TokenLogprob {
+                text: t["token"].as_str()?.to_string(),
+                logprob: t["logprob"].as_f64()? as f32,
+                top: t["top_logprobs"]
+                    .as_array()
+                    .map(|alts| {
+                        alts.iter()
+                            .filter_map(|a| {
+                                Some((
+                                    a["token"].as_str()?.to_string(),
+                                    a["logprob"].as_f64()? as f32,
+                                ))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::StrategySpec;
+
+    #[test]
+    fn a_chat_completions_logprobs_are_read() {
+        let body: Value = serde_json::from_str(
+            r#"{"choices":[{"message":{"content":"4 2"},"finish_reason":"stop",
+                "logprobs":{"content":[{"token":"4","logprob":-0.25,
+                  "top_logprobs":[{"token":"4","logprob":-0.25},{"token":"5","logprob":-1.5}]},
+                  {"token":" 2","logprob":-0.5}]}}],
+                "usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+        )
+        .unwrap();
+        let c = parse_chat(&body, Duration::from_millis(1)).unwrap();
+        assert_eq!(c.logprobs.len(), 2);
+        assert_eq!(c.logprobs[0].text, "4");
+        assert_eq!(
+            c.logprobs[0].top,
+            vec![("4".into(), -0.25), ("5".into(), -1.5)]
+        );
+        assert_eq!(
+            (c.logprobs[1].text.as_str(), c.logprobs[1].logprob),
+            (" 2", -0.5)
+        );
+    }
 
     #[test]
     fn a_chat_completion_body_is_read() {

@@ -275,6 +275,10 @@ pub fn complete<B: Backend + ?Sized>(
     } else {
         evaluate(&program.text, options.whole).and_then(|value| {
             match (&confidence, options.min_logprob) {
+                (None, Some(_)) => Err(
+                    "the backend returned no token log-probabilities, which min_logprob needs"
+                        .to_string(),
+                ),
                 (Some(c), Some(min)) if c.below(min) => Err(format!(
                     "answer = {} is unsure (a token below min_logprob {min})",
                     format_number(value)

@@ -7,8 +7,8 @@ mod common;
 use common::{free_port, llama_cpp_bin_dir, wait_until_healthy, Server};
 use std::process::{Command, Stdio};
 
-#[test]
-fn eval_runs_against_a_llama_cpp_server() {
+/// A llama.cpp server on loopback serving the 0.5B, and its `/v1` URL.
+fn llama_server() -> (Server, String) {
     let model = terse_store::ModelStore::from_env()
         .unwrap()
         .resolve("qwen2.5-coder-0.5b")
@@ -31,10 +31,14 @@ fn eval_runs_against_a_llama_cpp_server() {
             .expect("start llama-server"),
     );
     wait_until_healthy(&mut server, port, None);
+    (server, format!("http://127.0.0.1:{port}/v1"))
+}
 
+#[test]
+fn eval_runs_against_a_llama_cpp_server() {
+    let (_server, base_url) = llama_server();
     let out = std::env::temp_dir().join(format!("terse-eval-remote-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let base_url = format!("http://127.0.0.1:{port}/v1");
     let o = Command::new(env!("CARGO_BIN_EXE_terse"))
         .args([
             "eval",
@@ -70,4 +74,58 @@ fn eval_runs_against_a_llama_cpp_server() {
     assert!(records
         .lines()
         .all(|l| l.contains("\"output\":\"") && !l.contains("\"output\":\"\"")));
+}
+
+/// `program` needs nothing a remote server lacks: its program pass and its fallback are
+/// plain requests, and the interpreter runs here.
+#[test]
+fn a_program_runs_through_a_llama_cpp_server() {
+    let (_server, base_url) = llama_server();
+    let out = std::env::temp_dir().join(format!("terse-program-remote-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let o = Command::new(env!("CARGO_BIN_EXE_terse"))
+        .args(["eval", "--backend", "openai", "--base-url", &base_url])
+        .args(["--dataset", "synthetic:d1:n3:s9", "--concurrency", "2"])
+        .args([
+            "--temperature",
+            "0",
+            "-n",
+            "96",
+            "--no-cache",
+            "--strategy",
+            "program",
+        ])
+        .args(["--out", out.to_str().unwrap()])
+        .output()
+        .expect("run terse eval");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let records = std::fs::read_to_string(out.join("records.jsonl")).unwrap();
+    let mut ran = 0;
+    for line in records.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let first = &r["events"][0];
+        assert_eq!(first["strategy"], "program", "{r}");
+        if r["stop_reason"] == "program" {
+            ran += 1;
+            let detail = first["detail"].as_str().unwrap();
+            let answer = detail
+                .strip_prefix("answer = ")
+                .and_then(|rest| rest.split(';').next())
+                .expect("the program's answer");
+            let output = r["output"].as_str().unwrap();
+            let code = output
+                .strip_suffix(&format!("\n\n\\boxed{{{answer}}}"))
+                .unwrap_or_else(|| panic!("the answer is not boxed at the end: {output}"));
+            let value = terse_reason::program::evaluate(code, false).expect("the code runs");
+            assert_eq!(terse_reason::program::format_number(value), answer, "{r}");
+            assert!(
+                detail.contains("mean logprob"),
+                "the server's token log-probabilities reach the program: {r}"
+            );
+        } else {
+            assert_eq!(first["kind"], "fallback", "{r}");
+            assert!(r["usage"]["output_tokens"].as_u64().unwrap() > 0, "{r}");
+        }
+    }
+    assert!(ran > 0, "no program ran through the server: {records}");
 }
