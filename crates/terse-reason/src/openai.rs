@@ -190,6 +190,7 @@ impl OpenAiBackend {
                 "max_tokens": request.max_tokens - usage.output_tokens as usize,
                 "stream": true,
                 "stream_options": {"include_usage": true},
+                "logprobs": 1,
             });
             self.sampling_fields(&mut body, &request.sampling);
             let response = self.post("/v1/completions", &body)?;
@@ -230,10 +231,7 @@ impl OpenAiBackend {
                     continue;
                 }
                 streamed_tokens += 1;
-                let logprob = choice["logprobs"]["token_logprobs"]
-                    .get(0)
-                    .and_then(Value::as_f64)
-                    .map(|l| l as f32);
+                let logprob = streamed_logprob(&choice["logprobs"]);
                 let mut actions = runner.observe(text, logprob, None, &[], false);
                 while let Ok(done) = probe_rx.try_recv() {
                     probes_in_flight -= 1;
@@ -488,6 +486,16 @@ fn parse_chat(v: &Value, latency: Duration) -> Result<Completion, String> {
     })
 }
 
+/// The log-probability of a streamed completions chunk's token: OpenAI's legacy
+/// `token_logprobs` (vLLM, SGLang) or the chat-style `content` (llama.cpp).
+fn streamed_logprob(logprobs: &Value) -> Option<f32> {
+    logprobs["token_logprobs"]
+        .get(0)
+        .or_else(|| logprobs["content"].get(0).map(|t| &t["logprob"]))
+        .and_then(Value::as_f64)
+        .map(|l| l as f32)
+}
+
 /// The tokens of a chat choice's `logprobs.content` (OpenAI's shape, which llama.cpp,
 /// vLLM and SGLang return when asked); empty when the server sent none.
 fn chat_logprobs(content: &Value) -> Vec<TokenLogprob> {
@@ -522,6 +530,17 @@ fn chat_logprobs(content: &Value) -> Vec<TokenLogprob> {
 mod tests {
     use super::*;
     use crate::StrategySpec;
+
+    #[test]
+    fn a_streamed_tokens_logprob_is_read_in_both_shapes() {
+        let legacy: Value =
+            serde_json::from_str(r#"{"token_logprobs":[-0.5],"tokens":["a"]}"#).unwrap();
+        let llama: Value =
+            serde_json::from_str(r#"{"content":[{"token":"a","logprob":-0.25}]}"#).unwrap();
+        assert_eq!(streamed_logprob(&legacy), Some(-0.5));
+        assert_eq!(streamed_logprob(&llama), Some(-0.25));
+        assert_eq!(streamed_logprob(&Value::Null), None);
+    }
 
     #[test]
     fn a_chat_completions_logprobs_are_read() {
