@@ -21,6 +21,10 @@
 //! `answer` or `fallback` event records its least sure token and its mean
 //! log-probability, so the threshold can be tuned on recorded runs.
 //!
+//! The program pass ends at the code fence that closes the first block, the only code
+//! that runs: the 0.5B writes on after it on 31 of 33 development problems, and stopping
+//! there cut its program pass from 250 to 216 tokens with the same answers.
+//!
 //! The program prompt replaces the user's last message with `instruction` and the
 //! problem; a trailing `cot_instruction` (the eval harness's "reason step by step"
 //! line) is taken off it first, because asking for prose and for code at once gets
@@ -46,6 +50,12 @@ pub const INSTRUCTION: &str = "Write a Python program that solves the following 
 Define a variable for each number given in the problem, compute the intermediate results \
 step by step in well-named variables, and assign the final result to `answer`. Write no \
 comments, do not print anything and do not explain.";
+
+/// The program pass stops here: a code fence closing on its own line ends the code, and
+/// what a small model writes after it (an explanation, the output it expects) costs
+/// tokens and changes nothing. An opening fence names its language (```` ```python ````)
+/// and does not match.
+const CLOSING_FENCE: &str = "\n```\n";
 
 pub const COT_INSTRUCTION: &str =
     "Please reason step by step, and put your final answer within \\boxed{}.";
@@ -256,6 +266,8 @@ pub fn complete<B: Backend + ?Sized>(
         )
         .into());
     }
+    let mut stop = request.stop.clone();
+    stop.push(CLOSING_FENCE.into());
     let program_request = CompletionRequest {
         prompt: Prompt::Chat(program_prompt),
         strategy: StrategySpec {
@@ -263,9 +275,13 @@ pub fn complete<B: Backend + ?Sized>(
             stages: Vec::new(),
         },
         logprobs: true,
+        stop,
         ..request.clone()
     };
     let mut program = backend.complete_streaming(&program_request, &mut |_, _| {})?;
+    if program.text.matches("```").count() % 2 == 1 {
+        program.text = format!("{}\n```", program.text.trim_end());
+    }
     let confidence = Confidence::of(&program.logprobs);
     if !request.logprobs {
         program.logprobs.clear();
@@ -438,6 +454,74 @@ mod tests {
             c.to_string(),
             "least sure `3` (logprob -0.200); mean logprob -2.050"
         );
+    }
+
+    /// Answers with the text before the first stop string of "```python\nanswer = 6 * 7\n```\n\nThis program…",
+    /// as a server does, and records the stop strings it was given.
+    struct StopsAtFence(std::sync::Mutex<Vec<String>>);
+
+    impl Backend for StopsAtFence {
+        fn fingerprint(&self) -> String {
+            "fence".into()
+        }
+        fn render(&self, _: &CompletionRequest) -> Result<String, BackendError> {
+            Ok(String::new())
+        }
+        fn capabilities(&self) -> crate::Capabilities {
+            crate::Capabilities {
+                logits: false,
+                hidden_states: false,
+                logprobs: false,
+            }
+        }
+        fn difficulty(
+            &self,
+            _: &CompletionRequest,
+            _: Option<&std::path::Path>,
+        ) -> Result<crate::adaptive::Difficulty, BackendError> {
+            Err(BackendError::Generation("none".into()))
+        }
+        fn complete_streaming(
+            &self,
+            request: &CompletionRequest,
+            _: Sink<'_>,
+        ) -> Result<Completion, BackendError> {
+            *self.0.lock().unwrap() = request.stop.clone();
+            let full = "```python\nanswer = 6 * 7\n```\n\nThis program multiplies.";
+            let end = request
+                .stop
+                .iter()
+                .filter_map(|s| full.find(s.as_str()))
+                .min()
+                .unwrap_or(full.len());
+            Ok(Completion {
+                text: full[..end].into(),
+                reasoning: None,
+                usage: crate::Usage::default(),
+                finish: crate::Finish::Stop,
+                stop_reason: "stop".into(),
+                events: Vec::new(),
+                latency_s: 0.0,
+                engine_time: None,
+                logprobs: Vec::new(),
+            })
+        }
+    }
+
+    #[test]
+    fn the_program_pass_stops_at_the_closing_fence_and_keeps_it() {
+        let backend = StopsAtFence(std::sync::Mutex::new(Vec::new()));
+        let mut request = CompletionRequest::chat(
+            vec![ChatMessage::new("user", "Six times seven?")],
+            crate::SamplerConfig::default(),
+            64,
+        );
+        request.stop = vec!["<END>".into()];
+        let options = ProgramOptions::default();
+        let answer = complete(&backend, &request, &options, &mut |_, _| {}).unwrap();
+        assert_eq!(*backend.0.lock().unwrap(), ["<END>", CLOSING_FENCE]);
+        assert_eq!(answer.text, "```python\nanswer = 6 * 7\n```\n\n\\boxed{42}");
+        assert_eq!(answer.stop_reason, "program");
     }
 
     #[test]
