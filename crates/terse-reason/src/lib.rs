@@ -15,6 +15,8 @@ mod openai;
 pub mod program;
 pub mod python_subset;
 pub mod refine;
+#[cfg(test)]
+mod scripted;
 pub mod strategy;
 
 pub use local::{EngineLoad, LocalBackend};

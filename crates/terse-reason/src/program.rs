@@ -456,37 +456,10 @@ mod tests {
         );
     }
 
-    /// Answers with the text before the first stop string of "```python\nanswer = 6 * 7\n```\n\nThis program…",
-    /// as a server does, and records the stop strings it was given.
-    struct StopsAtFence(std::sync::Mutex<Vec<String>>);
-
-    impl Backend for StopsAtFence {
-        fn fingerprint(&self) -> String {
-            "fence".into()
-        }
-        fn render(&self, _: &CompletionRequest) -> Result<String, BackendError> {
-            Ok(String::new())
-        }
-        fn capabilities(&self) -> crate::Capabilities {
-            crate::Capabilities {
-                logits: false,
-                hidden_states: false,
-                logprobs: false,
-            }
-        }
-        fn difficulty(
-            &self,
-            _: &CompletionRequest,
-            _: Option<&std::path::Path>,
-        ) -> Result<crate::adaptive::Difficulty, BackendError> {
-            Err(BackendError::Generation("none".into()))
-        }
-        fn complete_streaming(
-            &self,
-            request: &CompletionRequest,
-            _: Sink<'_>,
-        ) -> Result<Completion, BackendError> {
-            *self.0.lock().unwrap() = request.stop.clone();
+    #[test]
+    fn the_program_pass_stops_at_the_closing_fence_and_keeps_it() {
+        // Answers as a server does: the text before the first stop string.
+        let backend = crate::scripted::ScriptedBackend::new(|request| {
             let full = "```python\nanswer = 6 * 7\n```\n\nThis program multiplies.";
             let end = request
                 .stop
@@ -494,23 +467,8 @@ mod tests {
                 .filter_map(|s| full.find(s.as_str()))
                 .min()
                 .unwrap_or(full.len());
-            Ok(Completion {
-                text: full[..end].into(),
-                reasoning: None,
-                usage: crate::Usage::default(),
-                finish: crate::Finish::Stop,
-                stop_reason: "stop".into(),
-                events: Vec::new(),
-                latency_s: 0.0,
-                engine_time: None,
-                logprobs: Vec::new(),
-            })
-        }
-    }
-
-    #[test]
-    fn the_program_pass_stops_at_the_closing_fence_and_keeps_it() {
-        let backend = StopsAtFence(std::sync::Mutex::new(Vec::new()));
+            crate::scripted::completion(&full[..end], crate::Usage::default())
+        });
         let mut request = CompletionRequest::chat(
             vec![ChatMessage::new("user", "Six times seven?")],
             crate::SamplerConfig::default(),
@@ -519,7 +477,7 @@ mod tests {
         request.stop = vec!["<END>".into()];
         let options = ProgramOptions::default();
         let answer = complete(&backend, &request, &options, &mut |_, _| {}).unwrap();
-        assert_eq!(*backend.0.lock().unwrap(), ["<END>", CLOSING_FENCE]);
+        assert_eq!(backend.requests()[0].stop, ["<END>", CLOSING_FENCE]);
         assert_eq!(answer.text, "```python\nanswer = 6 * 7\n```\n\n\\boxed{42}");
         assert_eq!(answer.stop_reason, "program");
     }

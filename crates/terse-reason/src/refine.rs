@@ -157,12 +157,13 @@ pub fn complete<B: Backend + ?Sized>(
         }
         engine_time = crate::EngineTime::sum(engine_time, pass.engine_time);
     };
+    let prompt_with = |workspace: &Option<String>| match workspace {
+        Some(w) => with_workspace(messages, w, &options.instruction),
+        None => messages.clone(),
+    };
     let mut workspace: Option<String> = None;
     for round in 0..options.rounds {
-        let prompt = match &workspace {
-            Some(w) => with_workspace(messages, w, &options.instruction),
-            None => messages.clone(),
-        };
+        let prompt = prompt_with(&workspace);
         let requests: Vec<CompletionRequest> = (0..options.drafts)
             .map(|j| CompletionRequest {
                 prompt: Prompt::Chat(prompt.clone()),
@@ -211,10 +212,7 @@ pub fn complete<B: Backend + ?Sized>(
         });
         workspace = Some(distilled);
     }
-    let final_prompt = match &workspace {
-        Some(w) => with_workspace(messages, w, &options.instruction),
-        None => messages.clone(),
-    };
+    let final_prompt = prompt_with(&workspace);
     let final_request = CompletionRequest {
         prompt: Prompt::Chat(final_prompt),
         strategy: plain,
@@ -247,65 +245,25 @@ pub fn complete<B: Backend + ?Sized>(
 mod tests {
     use super::*;
 
+    use crate::scripted::{completion, ScriptedBackend};
+
     fn draft(text: &str) -> Completion {
-        Completion {
-            text: text.into(),
-            reasoning: None,
-            usage: Usage::default(),
-            finish: crate::Finish::Stop,
-            stop_reason: "eos".into(),
-            events: Vec::new(),
-            latency_s: 0.0,
-            engine_time: None,
-            logprobs: Vec::new(),
-        }
+        completion(text, Usage::default())
     }
 
-    /// Answers every request with "… \\boxed{N}", N its sampling seed, 10 output
-    /// tokens, a 30-token prompt of which 20 came from the cache; records the requests.
-    struct Recorder(std::sync::Mutex<Vec<CompletionRequest>>);
-
-    impl Backend for Recorder {
-        fn fingerprint(&self) -> String {
-            "recorder".into()
-        }
-        fn render(&self, _: &CompletionRequest) -> Result<String, BackendError> {
-            Ok(String::new())
-        }
-        fn capabilities(&self) -> crate::Capabilities {
-            crate::Capabilities {
-                logits: false,
-                hidden_states: false,
-                logprobs: false,
-            }
-        }
-        fn difficulty(
-            &self,
-            _: &CompletionRequest,
-            _: Option<&std::path::Path>,
-        ) -> Result<crate::adaptive::Difficulty, BackendError> {
-            Err(BackendError::Generation("none".into()))
-        }
-        fn complete_streaming(
-            &self,
-            request: &CompletionRequest,
-            _: Sink<'_>,
-        ) -> Result<Completion, BackendError> {
-            self.0.lock().unwrap().push(request.clone());
-            let mut c = draft(&format!("so \\boxed{{{}}}", request.sampling.seed));
-            c.usage = Usage {
+    #[test]
+    fn rounds_draft_with_fresh_seeds_from_the_last_workspace_and_every_pass_is_counted() {
+        // Each answer boxes its sampling seed: 10 output tokens, a 30-token prompt of
+        // which 20 came from the cache.
+        let backend = ScriptedBackend::new(|request| {
+            let usage = Usage {
                 prompt_tokens: 30,
                 prompt_cached_tokens: 20,
                 output_tokens: 10,
                 ..Usage::default()
             };
-            Ok(c)
-        }
-    }
-
-    #[test]
-    fn rounds_draft_with_fresh_seeds_from_the_last_workspace_and_every_pass_is_counted() {
-        let backend = Recorder(std::sync::Mutex::new(Vec::new()));
+            completion(&format!("so \\boxed{{{}}}", request.sampling.seed), usage)
+        });
         let mut request = CompletionRequest::chat(
             vec![ChatMessage::new("user", "Q?")],
             crate::SamplerConfig::default(),
@@ -318,7 +276,7 @@ mod tests {
             ..RefineOptions::default()
         };
         let answer = complete(&backend, &request, &options, &mut |_, _| {}).unwrap();
-        let seen = backend.0.lock().unwrap().clone();
+        let seen = backend.requests();
         assert_eq!(seen.len(), 5);
         let seeds: Vec<u64> = seen.iter().map(|r| r.sampling.seed).collect();
         assert_eq!(seeds, [100, 101, 102, 103, 100]);

@@ -2,6 +2,8 @@
 //! `terse compare`: run directories are complete, resume recomputes nothing, bad
 //! dataset lines are reported by number.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -487,24 +489,10 @@ fn a_program_answers_with_what_it_computes_and_a_failed_one_falls_back_to_plain_
     for r in &recs {
         let first = &r["events"][0];
         assert_eq!(first["strategy"], "program", "{r}");
-        let output = r["output"].as_str().unwrap();
         if r["stop_reason"] == "program" {
             ran += 1;
-            let detail = first["detail"].as_str().unwrap();
-            let answer = detail
-                .strip_prefix("answer = ")
-                .and_then(|rest| rest.split(';').next())
-                .expect("the program's answer");
-            assert!(
-                detail.contains("mean logprob") && first["logprob"].is_number(),
-                "the program's confidence is recorded: {r}"
-            );
-            let code = output
-                .strip_suffix(&format!("\n\n\\boxed{{{answer}}}"))
-                .unwrap_or_else(|| panic!("the answer is not boxed at the end: {output}"));
-            let value = terse_reason::program::evaluate(code, false).expect("the code runs");
-            assert_eq!(terse_reason::program::format_number(value), answer, "{r}");
-            assert_eq!(r["extracted"], answer, "{r}");
+            let answer = common::checked_program_answer(r);
+            assert_eq!(r["extracted"], answer.as_str(), "{r}");
             assert!(
                 r["prompt"].as_str().unwrap().contains("Python program"),
                 "{r}"

@@ -107,21 +107,8 @@ fn a_program_runs_through_a_llama_cpp_server() {
         assert_eq!(first["strategy"], "program", "{r}");
         if r["stop_reason"] == "program" {
             ran += 1;
-            let detail = first["detail"].as_str().unwrap();
-            let answer = detail
-                .strip_prefix("answer = ")
-                .and_then(|rest| rest.split(';').next())
-                .expect("the program's answer");
-            let output = r["output"].as_str().unwrap();
-            let code = output
-                .strip_suffix(&format!("\n\n\\boxed{{{answer}}}"))
-                .unwrap_or_else(|| panic!("the answer is not boxed at the end: {output}"));
-            let value = terse_reason::program::evaluate(code, false).expect("the code runs");
-            assert_eq!(terse_reason::program::format_number(value), answer, "{r}");
-            assert!(
-                detail.contains("mean logprob"),
-                "the server's token log-probabilities reach the program: {r}"
-            );
+            // The confidence check there also shows the server's log-probabilities arrive.
+            common::checked_program_answer(&r);
         } else {
             assert_eq!(first["kind"], "fallback", "{r}");
             assert!(r["usage"]["output_tokens"].as_u64().unwrap() > 0, "{r}");

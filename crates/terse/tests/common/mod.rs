@@ -1,5 +1,6 @@
 //! Shared by the tests that run llama.cpp b11434 as the real peer: where its binaries
-//! are, and a llama-server on a free loopback port that stops however a test ends.
+//! are, and a llama-server on a free loopback port that stops however a test ends; and
+//! the check of a `program` record that both the local and the remote runs make.
 
 // Each test binary uses its own subset of these helpers.
 #![allow(dead_code)]
@@ -71,4 +72,31 @@ pub fn wait_until_healthy(server: &mut Server, port: u16, log: Option<&Path>) {
         std::thread::sleep(Duration::from_millis(250));
     }
     panic!("llama-server on port {port} did not become healthy within 120 s");
+}
+
+/// Checks an eval record whose program answered: the answer is what its code computes,
+/// boxed after the code, and the program's confidence is recorded. Returns the answer.
+pub fn checked_program_answer(record: &serde_json::Value) -> String {
+    let first = &record["events"][0];
+    assert_eq!(first["strategy"], "program", "{record}");
+    let detail = first["detail"].as_str().unwrap();
+    let answer = detail
+        .strip_prefix("answer = ")
+        .and_then(|rest| rest.split(';').next())
+        .expect("the program's answer");
+    assert!(
+        detail.contains("mean logprob") && first["logprob"].is_number(),
+        "the program's confidence is recorded: {record}"
+    );
+    let output = record["output"].as_str().unwrap();
+    let code = output
+        .strip_suffix(&format!("\n\n\\boxed{{{answer}}}"))
+        .unwrap_or_else(|| panic!("the answer is not boxed at the end: {output}"));
+    let value = terse_reason::program::evaluate(code, false).expect("the code runs");
+    assert_eq!(
+        terse_reason::program::format_number(value),
+        answer,
+        "{record}"
+    );
+    answer.to_string()
 }
