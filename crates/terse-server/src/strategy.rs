@@ -31,7 +31,19 @@
 //! [effort]                      # a level → a preset or a chain
 //! low = "fast"
 //! high = "none"
+//!
+//! [models."qwen2.5-coder-1.5b"]  # only when this model is served
+//! strategy = "program"          # its default strategy
+//! [models."qwen2.5-coder-1.5b".preset.fast]
+//! strategy = "program"
+//! [models."qwen2.5-coder-1.5b".effort]
+//! low = "fast"
 //! ```
+//!
+//! A `[models.NAME]` table holds the presets, effort levels and default strategy of one
+//! model; it applies when NAME is the served model (its alias, file, served name or
+//! upstream model, [`Presets::for_model`]) and wins there over the tables above it, so
+//! one file can hold the best presets of several models.
 
 use crate::error::ApiError;
 use serde::Deserialize;
@@ -115,6 +127,16 @@ impl ServerSettings {
 pub struct Presets {
     named: Vec<Preset>,
     effort: Vec<(String, String)>,
+    models: Vec<ModelPresets>,
+}
+
+/// A `[models.NAME]` table.
+#[derive(Debug, Clone)]
+struct ModelPresets {
+    model: String,
+    /// The strategy of requests that name none, on this model.
+    strategy: Option<String>,
+    presets: Presets,
 }
 
 #[derive(Debug, Clone)]
@@ -129,8 +151,16 @@ impl Presets {
     /// From TOML: `[preset.NAME]` tables in `eval --strategy-config`'s format and an
     /// `[effort]` table of `LEVEL = "PRESET or CHAIN"`. Every preset is checked here.
     pub fn from_toml(text: &str) -> Result<Presets, StrategyError> {
-        let config = |m: String| StrategyError::Config(m);
-        let table: toml::Table = toml::from_str(text).map_err(|e| config(e.message().into()))?;
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| StrategyError::Config(e.message().into()))?;
+        Presets::from_table(table, None)
+    }
+
+    /// The presets of the file's top level (`model` is `None`) or of one
+    /// `[models.NAME]` table, whose messages name it.
+    fn from_table(table: toml::Table, model: Option<&str>) -> Result<Presets, StrategyError> {
+        let at = model.map_or(String::new(), |m| format!("[models.\"{m}\"] "));
+        let config = |m: String| StrategyError::Config(format!("{at}{m}"));
         let mut presets = Presets::default();
         for (key, value) in table {
             match (key.as_str(), value) {
@@ -167,21 +197,110 @@ impl Presets {
                     }
                 }
                 // Read by `ServerSettings::from_toml`.
-                ("server", _) => {}
+                ("server", _) if model.is_none() => {}
+                ("models", toml::Value::Table(models)) if model.is_none() => {
+                    for (name, value) in models {
+                        let toml::Value::Table(mut t) = value else {
+                            return Err(config(format!("[models.\"{name}\"] must be a table")));
+                        };
+                        let strategy = match t.remove("strategy") {
+                            None => None,
+                            Some(toml::Value::String(chain)) => Some(chain),
+                            Some(other) => {
+                                return Err(config(format!(
+                                    "[models.\"{name}\"] strategy must be a chain like \
+                                     \"early-exit\", not {other}"
+                                )))
+                            }
+                        };
+                        let model_presets = Presets::from_table(t, Some(&name))?;
+                        presets.models.push(ModelPresets {
+                            model: name,
+                            strategy,
+                            presets: model_presets,
+                        });
+                    }
+                }
+                (other, _) if model.is_some() => {
+                    return Err(config(format!(
+                        "'{other}' is not strategy, [preset.NAME] or [effort]"
+                    )))
+                }
                 (other, _) => {
                     return Err(config(format!(
-                        "'{other}' is not [server], [preset.NAME] or [effort]"
+                        "'{other}' is not [server], [preset.NAME], [effort] or [models.NAME]"
                     )))
                 }
             }
         }
-        for (level, target) in &presets.effort {
-            if presets.preset(target).is_none() {
-                StrategySpec::parse(target, &[])
-                    .map_err(|e| config(format!("[effort] {level} = \"{target}\": {e}")))?;
+        // A model's effort levels may name the top level's presets: checked merged.
+        if model.is_none() {
+            presets.check_effort("")?;
+            for m in &presets.models {
+                let at = format!("[models.\"{}\"] ", m.model);
+                let (merged, strategy) = presets.for_model(&[&m.model]);
+                merged.check_effort(&at)?;
+                if let Some(chain) = strategy {
+                    merged.spec(&chain, &[]).map_err(|e| {
+                        StrategyError::Config(format!("{at}strategy = \"{chain}\": {e}"))
+                    })?;
+                }
             }
         }
         Ok(presets)
+    }
+
+    /// Every effort level names a preset or a valid chain.
+    fn check_effort(&self, at: &str) -> Result<(), StrategyError> {
+        for (level, target) in &self.effort {
+            if self.preset(target).is_none() {
+                StrategySpec::parse(target, &[]).map_err(|e| {
+                    StrategyError::Config(format!("{at}[effort] {level} = \"{target}\": {e}"))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The presets that apply when serving the model known by `names` (the alias or
+    /// file given, the served name, the upstream model): the top level's, with those of
+    /// the first `[models.NAME]` table naming it put over them; and that table's
+    /// default strategy.
+    pub fn for_model(&self, names: &[&str]) -> (Presets, Option<String>) {
+        let mut merged = Presets {
+            models: Vec::new(),
+            ..self.clone()
+        };
+        let Some(model) = self
+            .models
+            .iter()
+            .find(|m| names.contains(&m.model.as_str()))
+        else {
+            return (merged, None);
+        };
+        for preset in &model.presets.named {
+            merged.named.retain(|p| p.name != preset.name);
+            merged.named.push(preset.clone());
+        }
+        for (level, target) in &model.presets.effort {
+            merged.effort.retain(|(l, _)| l != level);
+            merged.effort.push((level.clone(), target.clone()));
+        }
+        (merged, model.strategy.clone())
+    }
+
+    /// The strategy `chain` names, a preset or a chain of strategies, with `options`
+    /// (`KEY=VALUE`) over its own.
+    pub fn spec(&self, chain: &str, options: &[String]) -> Result<StrategySpec, StrategyError> {
+        match self.preset(chain.trim()) {
+            Some(p) => StrategySpec::from_toml(&p.toml, None, options),
+            None => StrategySpec::parse(chain, options),
+        }
+    }
+
+    /// The `[models.NAME]` tables' names.
+    pub fn models(&self) -> impl Iterator<Item = &str> {
+        self.models.iter().map(|m| m.model.as_str())
     }
 
     fn preset(&self, name: &str) -> Option<&Preset> {
@@ -491,6 +610,56 @@ mod tests {
     }
 
     #[test]
+    fn a_model_table_applies_only_to_its_model_and_wins_there() {
+        let text = r#"
+            [preset.fast]
+            strategy = "early-exit"
+            [effort]
+            low = "fast"
+
+            [models."qwen2.5-coder-1.5b"]
+            strategy = "program"
+            [models."qwen2.5-coder-1.5b".preset.fast]
+            strategy = "program"
+            [models."qwen2.5-coder-1.5b".preset.fast.program]
+            whole = true
+            [models."qwen2.5-coder-1.5b".effort]
+            high = "fast"
+            minimal = "loop-guard"
+        "#;
+        let presets = Presets::from_toml(text).unwrap();
+        assert_eq!(presets.models().collect::<Vec<_>>(), ["qwen2.5-coder-1.5b"]);
+        let resolve = |presets: &Presets, suffix: Option<&str>, effort: Option<&str>| {
+            StrategyAsk {
+                model_suffix: suffix,
+                reasoning_effort: effort,
+                presets: Some(presets),
+                ..Default::default()
+            }
+            .resolve()
+            .unwrap()
+            .to_string()
+        };
+        let (other, default) = presets.for_model(&["qwen2.5-coder-0.5b", "q05"]);
+        assert_eq!(default, None);
+        assert_eq!(resolve(&other, Some("fast"), None), "early-exit");
+        assert_eq!(resolve(&other, None, Some("high")), "none");
+        let (own, default) = presets.for_model(&["./m.gguf", "qwen2.5-coder-1.5b"]);
+        assert_eq!(default.as_deref(), Some("program"));
+        assert_eq!(resolve(&own, Some("fast"), None), "program");
+        // Its own effort levels, and the top level's where it sets none.
+        assert_eq!(resolve(&own, None, Some("high")), "program");
+        assert_eq!(resolve(&own, None, Some("low")), "program");
+        assert_eq!(resolve(&own, None, Some("minimal")), "loop-guard");
+        let whole = own.spec("fast", &[]).unwrap();
+        assert!(whole.program().is_some_and(|p| p.whole));
+        assert_eq!(
+            own.spec("loop-guard", &[]).unwrap().to_string(),
+            "loop-guard"
+        );
+    }
+
+    #[test]
     fn a_bad_config_is_refused_when_loaded() {
         for bad in [
             "[preset.x]\nstrategy = \"nope\"",
@@ -498,6 +667,11 @@ mod tests {
             "[effort]\nextreme = \"none\"",
             "[effort]\nlow = \"think-harder\"",
             "[other]\na = 1",
+            "[models.m]\nstrategy = \"nope\"",
+            "[models.m]\nport = 80",
+            "[models.m.effort]\nlow = \"missing\"",
+            "[models.m.models.n]\nstrategy = \"none\"",
+            "[models]\nm = 3",
         ] {
             assert!(Presets::from_toml(bad).is_err(), "{bad}");
         }

@@ -1,6 +1,6 @@
 //! `terse serve` as a user starts it: the flags parse, it listens, turns healthy, takes
-//! its key from `TERSE_API_KEY`, reads its model flags and strategy presets from
-//! `--config` and answers a chat on the default model.
+//! its key from `TERSE_API_KEY`, reads its model flags, strategy presets and the served
+//! model's own presets from `--config` and answers a chat on the default model.
 
 mod common;
 
@@ -13,7 +13,11 @@ fn terse_serve_listens_takes_the_key_from_the_environment_and_its_settings_from_
     std::fs::write(
         &config,
         "[server]\nmodel = \"qwen2.5-coder-0.5b\"\nctx_size = 512\nthreads = 2\n\
-         [preset.tiny]\nstrategy = \"budget\"\n[preset.tiny.budget]\nreasoning_tokens = 2\n",
+         [preset.tiny]\nstrategy = \"budget\"\n[preset.tiny.budget]\nreasoning_tokens = 50\n\
+         [models.\"qwen2.5-coder-0.5b\"]\nstrategy = \"loop-guard\"\n\
+         [models.\"qwen2.5-coder-0.5b\".preset.tiny]\nstrategy = \"budget\"\n\
+         [models.\"qwen2.5-coder-0.5b\".preset.tiny.budget]\nreasoning_tokens = 2\n\
+         [models.\"qwen2.5-coder-1.5b\"]\nstrategy = \"program\"\n",
     )
     .expect("write the config");
     let log = std::env::temp_dir().join(format!("terse-serve-{port}.log"));
@@ -48,6 +52,9 @@ fn terse_serve_listens_takes_the_key_from_the_environment_and_its_settings_from_
     let v: serde_json::Value =
         serde_json::from_str(&resp.into_string().expect("a body")).expect("JSON");
     assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");
+    // The served model's table sets the strategy of a request that names none; the
+    // 1.5B's table is not used.
+    assert_eq!(v["usage"]["terse"]["strategy"], "loop-guard", "{v}");
     // `-n 6` is the default max_tokens.
     assert!(
         v["usage"]["completion_tokens"].as_u64().unwrap_or(99) <= 6,
@@ -65,7 +72,8 @@ fn terse_serve_listens_takes_the_key_from_the_environment_and_its_settings_from_
     let v: serde_json::Value =
         serde_json::from_str(&resp.into_string().expect("a body")).expect("JSON");
     assert_eq!(v["usage"]["terse"]["strategy"], "budget", "{v}");
-    // The preset's budget of 2 reasoning tokens cut the answer.
+    // The served model's preset (a budget of 2 reasoning tokens, not the top level's
+    // 50) cut the answer.
     assert_eq!(v["usage"]["terse"]["events"][0]["kind"], "budget", "{v}");
     // `ctx_size = 512` from the config: a longer prompt is refused with the counts.
     let long = serde_json::json!({

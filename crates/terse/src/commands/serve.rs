@@ -61,7 +61,8 @@ pub struct ServeArgs {
     /// strategy; a flag given wins), strategy presets as `[preset.NAME]` tables in
     /// --strategy-config's format (requests use them as `MODEL+NAME` or `"terse":
     /// {"strategy": NAME}`) and an `[effort]` table mapping reasoning_effort levels to a
-    /// preset or a chain.
+    /// preset or a chain; `[models.NAME]` tables hold a model's own presets, effort
+    /// levels and default `strategy`, used when NAME is the served model.
     #[arg(long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
     /// The model name clients send (default: the upstream model, else the alias or the
@@ -117,7 +118,6 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     args.served_model_name = args.served_model_name.or(settings.served_model_name);
     args.upstream = args.upstream.or(settings.upstream);
     args.upstream_model = args.upstream_model.or(settings.upstream_model);
-    args.strategy.strategy = args.strategy.strategy.or(settings.strategy);
     anyhow::ensure!(
         args.upstream.is_some() || (args.upstream_model.is_none() && args.api_key_upstream.is_none()),
         "--upstream-model and --api-key-upstream need --upstream (or [server] upstream in --config)"
@@ -131,6 +131,33 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
         .clone()
         .or_else(|| args.upstream_model.clone())
         .unwrap_or_else(|| model_args.short_name());
+    let upstream_model = args
+        .upstream_model
+        .clone()
+        .unwrap_or_else(|| model_name.clone());
+    let mut names = vec![model_args.model.as_str(), model_name.as_str()];
+    if args.upstream.is_some() {
+        names.push(upstream_model.as_str());
+    }
+    let (model_presets, model_strategy) = presets.for_model(&names);
+    for unused in presets.models().filter(|m| !names.contains(m)) {
+        tracing::info!("--config: [models.\"{unused}\"] is not the served model; not used");
+    }
+    let presets = model_presets;
+    // --strategy, then the served model's table, then [server].
+    let strategy = match (
+        &args.strategy.strategy,
+        &args.strategy.strategy_config,
+        model_strategy,
+    ) {
+        (None, None, Some(chain)) => presets
+            .spec(&chain, &args.strategy.strategy_opts)
+            .with_context(|| format!("--config: the served model's strategy = \"{chain}\""))?,
+        _ => {
+            args.strategy.strategy = args.strategy.strategy.take().or(settings.strategy);
+            args.strategy.spec()?
+        }
+    };
     let config = ServerConfig {
         host: args
             .host
@@ -144,7 +171,7 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
         defaults: Defaults {
             sampling,
             max_tokens: args.sampling.max_tokens,
-            strategy: args.strategy.spec()?,
+            strategy,
             presets,
         },
     };
@@ -152,7 +179,7 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
         Some(base_url) => {
             let upstream = Upstream {
                 base_url,
-                model: args.upstream_model.unwrap_or(model_name),
+                model: upstream_model,
                 api_key: args.api_key_upstream,
             };
             Box::new(move || Ok(Model::Proxy(upstream)))
