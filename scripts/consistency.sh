@@ -9,14 +9,19 @@
 # by one sample, a third to break a tie), run for real on a fresh draw: SEED=31.
 # Usage: [LIMIT=N] [SEED=S] scripts/consistency.sh [RUN...] (default: the four accuracy
 # runs; LIMIT runs only the first N of the 100, labelled q05-RUN-N; SEED draws another
-# 100, labelled q05-RUN-sS).
+# 100, labelled q05-RUN-sS; MODEL=qwen2.5-coder-1.5b runs the 1.5B, labelled q15-RUN).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SHARED="$(cd .. && pwd)/shared"
 DATASET="gsm8k:${SHARED}/data/gsm8k/train.jsonl"
 OUT=runs/consistency
-MODEL=qwen2.5-coder-0.5b
+MODEL="${MODEL:-qwen2.5-coder-0.5b}"
+case "$MODEL" in
+  qwen2.5-coder-0.5b) prefix=q05 ;;
+  qwen2.5-coder-1.5b) prefix=q15 ;;
+  *) echo "MODEL must be qwen2.5-coder-0.5b or qwen2.5-coder-1.5b, not $MODEL" >&2; exit 2 ;;
+esac
 RUNS=("$@")
 [ ${#RUNS[@]} -eq 0 ] && RUNS=(fixed5 none beta window2)
 
@@ -49,12 +54,12 @@ for run in "${RUNS[@]}"; do
                      --strategy-opt rule=fixed --strategy-opt max_samples=5 --strategy-opt round=5) ;;
     *) echo "unknown run $run (fixed5, none, verify, beta, window2, greedy-check, refine2, sr, serial4, batched4)" >&2; exit 2 ;;
   esac
-  label="q05-$run$suffix"
+  label="$prefix-$run$suffix"
   ./target/release/terse eval "${common[@]}" "${args[@]}" ${LIMIT:+--limit "$LIMIT"} \
     --label "$label" --out "$OUT/$label"
 done
 runs=()
 for run in none fixed5 beta window2 greedy-check verify refine2 sr; do
-  [ -d "$OUT/q05-$run$suffix" ] && runs+=("$OUT/q05-$run$suffix")
+  [ -d "$OUT/$prefix-$run$suffix" ] && runs+=("$OUT/$prefix-$run$suffix")
 done
-./target/release/terse compare "${runs[@]}" --out "$OUT/compare$suffix"
+./target/release/terse compare "${runs[@]}" --out "$OUT/compare-$prefix$suffix"

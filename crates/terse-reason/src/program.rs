@@ -26,7 +26,8 @@
 //! there cut its program pass from 250 to 216 tokens with the same answers.
 //!
 //! The program prompt replaces the user's last message with `instruction` and the
-//! problem; a trailing `cot_instruction` (the eval harness's "reason step by step"
+//! problem, after `exemplars` worked examples (PAL's few-shot prompt: the problems of
+//! `concise-exemplars`, each answered by a program in the instructed style); a trailing `cot_instruction` (the eval harness's "reason step by step"
 //! line) is taken off it first, because asking for prose and for code at once gets
 //! neither, and is put back (when missing) for the fallback.
 //!
@@ -60,9 +61,28 @@ const CLOSING_FENCE: &str = "\n```\n";
 pub const COT_INSTRUCTION: &str =
     "Please reason step by step, and put your final answer within \\boxed{}.";
 
+/// The problems of `concise-exemplars` (GSM8K train, MIT licence), each answered with
+/// the program the instruction asks for: a variable per given number, named steps,
+/// no comments.
+pub const EXEMPLARS: &[&str] = &[
+    "total_pages = 120\npages_yesterday = 12\npages_today = pages_yesterday * 2\n\
+pages_read = pages_yesterday + pages_today\npages_left = total_pages - pages_read\n\
+answer = pages_left / 2",
+    "snowflake_stamps = 11\ntruck_stamps = snowflake_stamps + 9\n\
+rose_stamps = truck_stamps - 13\nanswer = snowflake_stamps + truck_stamps + rose_stamps",
+    "ticket_price = 40\ntickets_bought = 12\nfull_price_tickets = 10\n\
+discount_per_ticket = ticket_price * 5 / 100\n\
+discounted_tickets = tickets_bought - full_price_tickets\n\
+answer = full_price_tickets * ticket_price + discounted_tickets * (ticket_price - discount_per_ticket)",
+    "file_size = 90\nfirst_part = 60\nfirst_rate = 5\nsecond_rate = 10\n\
+first_time = first_part / first_rate\nsecond_time = (file_size - first_part) / second_rate\n\
+answer = first_time + second_time",
+];
+
 /// The option names, as `--strategy-opt` takes them.
 pub const OPTIONS: &[&str] = &[
     "instruction",
+    "exemplars",
     "cot_instruction",
     "whole",
     "min_logprob",
@@ -74,6 +94,8 @@ pub const OPTIONS: &[&str] = &[
 pub struct ProgramOptions {
     /// What the model is asked for, before the problem.
     pub instruction: String,
+    /// How many worked examples (0 to 4) go before the problem.
+    pub exemplars: usize,
     /// The chain-of-thought line taken off the problem (and put back for the fallback).
     pub cot_instruction: String,
     /// Only a whole number ≥ 0 counts as the program's answer (word problems that
@@ -90,6 +112,7 @@ impl Default for ProgramOptions {
     fn default() -> Self {
         ProgramOptions {
             instruction: INSTRUCTION.into(),
+            exemplars: 0,
             cot_instruction: COT_INSTRUCTION.into(),
             whole: false,
             min_logprob: None,
@@ -98,12 +121,26 @@ impl Default for ProgramOptions {
     }
 }
 
-/// The conversation with its last user message asking for a program.
-pub(crate) fn program_messages(messages: &mut [ChatMessage], options: &ProgramOptions) {
-    if let Some(last) = messages.iter_mut().rev().find(|m| m.role == "user") {
-        let problem = strip_cot(&last.content, &options.cot_instruction);
-        last.content = format!("{}\n\nProblem: {problem}", options.instruction);
-    }
+/// The conversation with its last user message asking for a program, after the
+/// worked examples.
+pub(crate) fn program_messages(messages: &mut Vec<ChatMessage>, options: &ProgramOptions) {
+    let Some(at) = messages.iter().rposition(|m| m.role == "user") else {
+        return;
+    };
+    let ask = |problem: &str| format!("{}\n\nProblem: {problem}", options.instruction);
+    let problem = strip_cot(&messages[at].content, &options.cot_instruction);
+    messages[at].content = ask(problem);
+    let shots = crate::strategy::EXEMPLARS
+        .iter()
+        .zip(EXEMPLARS)
+        .take(options.exemplars)
+        .flat_map(|((question, _), program)| {
+            [
+                ChatMessage::new("user", ask(question)),
+                ChatMessage::new("assistant", format!("```python\n{program}\n```")),
+            ]
+        });
+    messages.splice(at..at, shots);
 }
 
 fn strip_cot<'a>(content: &'a str, cot: &str) -> &'a str {
@@ -374,6 +411,31 @@ mod tests {
         assert_eq!(fallback_messages(&original, &options), original);
         let bare = vec![ChatMessage::new("user", question)];
         assert_eq!(fallback_messages(&bare, &options)[0].content, with_cot);
+    }
+
+    #[test]
+    fn each_worked_example_computes_its_reference_answer_and_precedes_the_problem() {
+        for (program, want) in EXEMPLARS.iter().zip([42.0, 38.0, 476.0, 15.0]) {
+            assert_eq!(evaluate(program, true), Ok(want), "{program}");
+        }
+        let options = ProgramOptions {
+            exemplars: 2,
+            ..ProgramOptions::default()
+        };
+        let mut m = vec![
+            ChatMessage::new("system", "S"),
+            ChatMessage::new("user", format!("Q?\n{COT_INSTRUCTION}")),
+        ];
+        program_messages(&mut m, &options);
+        let roles: Vec<&str> = m.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(
+            roles,
+            ["system", "user", "assistant", "user", "assistant", "user"]
+        );
+        assert!(m[1].content.starts_with(INSTRUCTION) && m[1].content.contains("Julie"));
+        assert!(m[2].content.starts_with("```python\ntotal_pages = 120"));
+        assert!(m[2].content.ends_with("answer = pages_left / 2\n```"));
+        assert_eq!(m[5].content, format!("{INSTRUCTION}\n\nProblem: Q?"));
     }
 
     #[test]

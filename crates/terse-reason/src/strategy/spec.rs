@@ -203,7 +203,13 @@ impl Stage {
             }
         };
         match self {
-            Stage::BeBrief | Stage::ChainOfDraft | Stage::Program(_) => Ok(()),
+            Stage::BeBrief | Stage::ChainOfDraft => Ok(()),
+            Stage::Program(o) => range(
+                "exemplars",
+                o.exemplars.to_string(),
+                o.exemplars <= crate::program::EXEMPLARS.len(),
+                "0 to 4",
+            ),
             Stage::ConciseExemplars(o) => range(
                 "count",
                 o.count.to_string(),
@@ -1059,6 +1065,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cannot itself be a program"), "{err}");
+        let err = StrategySpec::parse("program", &["exemplars=5".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exemplars") && err.contains("0 to 4"), "{err}");
         let err = StrategySpec::parse("program", &["tries=2".into()])
             .unwrap_err()
             .to_string();
