@@ -19,6 +19,7 @@ mod api;
 mod error;
 mod metrics;
 mod model;
+mod proxy_meter;
 mod response;
 mod routes;
 pub mod strategy;

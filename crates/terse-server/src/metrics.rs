@@ -11,6 +11,9 @@
 //!   `terse_injected_tokens_total{strategy}`, `terse_cost_tokens_total{strategy}` and
 //!   `terse_stop_reasons_total{strategy, reason}` (`cancelled` counts clients that left).
 //!
+//! An answer passed through the proxy counts the upstream's own `usage` and its
+//! finish reason as the stop reason, under strategy `none` ([`passed_through`]).
+//!
 //! The recorder is process-wide: every server in one process shares it.
 
 use crate::error::ServerError;
@@ -81,5 +84,26 @@ pub fn completion(strategy: &str, c: &Completion, e2e_seconds: f64) {
     metrics::counter!("terse_stop_reasons_total", "strategy" => strategy,
                       "reason" => c.stop_reason.clone())
     .increment(1);
+    metrics::histogram!("terse_e2e_request_latency_seconds").record(e2e_seconds);
+}
+
+/// One answer passed through the proxy: the upstream's token counts (when it gave
+/// them), its finish reason and the time to its end.
+pub fn passed_through(
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    finish_reason: Option<&str>,
+    e2e_seconds: f64,
+) {
+    if let Some(n) = prompt_tokens {
+        metrics::counter!("terse_prompt_tokens_total").increment(n);
+    }
+    if let Some(n) = completion_tokens {
+        metrics::counter!("terse_generation_tokens_total").increment(n);
+        metrics::counter!("terse_cost_tokens_total", "strategy" => "none").increment(n);
+    }
+    let reason = finish_reason.unwrap_or("unknown").to_string();
+    metrics::counter!("terse_stop_reasons_total", "strategy" => "none", "reason" => reason)
+        .increment(1);
     metrics::histogram!("terse_e2e_request_latency_seconds").record(e2e_seconds);
 }

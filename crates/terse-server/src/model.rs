@@ -3,20 +3,23 @@
 //!
 //! In proxy mode a request with no strategy and one choice passes through: its body
 //! goes upstream as it came (the `terse` object removed, the upstream's model name
-//! set) and the upstream's answer, streamed or not, comes back byte for byte; its
-//! errors keep their status in the shape of [`ApiError`]. Any other request runs
+//! set) and the upstream's answer, streamed or not, comes back byte for byte (but for a
+//! usage chunk the client did not ask for, see [`crate::proxy_meter`], which also
+//! counts its tokens for `/metrics`); its errors keep their status in the shape of
+//! [`ApiError`]. Any other request runs
 //! through [`OpenAiBackend`]: its strategies over streamed text, `n` fanned out as
 //! separate requests. An upstream that cannot be reached is a 502 naming its address.
 //! Only `http://` upstreams are reached (the server is built without TLS).
 
 use crate::api::{Endpoint, Plan};
 use crate::error::ApiError;
+use crate::proxy_meter::PassThroughMeter;
 use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
 use futures_util::StreamExt;
-use serde_json::Value;
-use std::sync::Arc;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
 use terse_reason::{
     Backend, BackendError, Completion, CompletionRequest, EngineLoad, LocalBackend, OpenAiBackend,
     PieceKind, Prompt,
@@ -166,6 +169,13 @@ impl Served {
     }
 }
 
+/// The meter, even after a panic elsewhere poisoned its lock (it only counts).
+fn lock(meter: &Mutex<PassThroughMeter>) -> std::sync::MutexGuard<'_, PassThroughMeter> {
+    meter
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn api_error(e: BackendError) -> ApiError {
     match e {
         BackendError::Http { url, detail } => ApiError::bad_gateway(&url, &detail),
@@ -187,9 +197,15 @@ impl Proxy {
     ) -> Result<Response, ApiError> {
         let mut value: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::invalid(format!("malformed JSON body: {e}")))?;
+        let stream = value["stream"].as_bool().unwrap_or(false);
+        let usage_asked = value["stream_options"]["include_usage"].as_bool() == Some(true);
         if let Value::Object(map) = &mut value {
             map.remove("terse");
             map.insert("model".into(), Value::String(self.upstream.model.clone()));
+            // The meter takes the usage chunk out again (see `proxy_meter`).
+            if stream && !usage_asked {
+                map.insert("stream_options".into(), json!({"include_usage": true}));
+            }
         }
         let path = match endpoint {
             Endpoint::Chat => "/v1/chat/completions",
@@ -223,15 +239,24 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json")
             .to_string();
+        let meter = Arc::new(Mutex::new(PassThroughMeter::new(
+            stream,
+            stream && !usage_asked,
+        )));
+        let at_end = meter.clone();
+        let body = response
+            .bytes_stream()
+            .map(move |chunk| {
+                let _held = &guard;
+                chunk.map(|bytes| lock(&meter).feed(&bytes))
+            })
+            .chain(futures_util::stream::once(async move {
+                Ok::<_, reqwest::Error>(lock(&at_end).finish())
+            }));
         Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, content_type)
-            .body(Body::from_stream(response.bytes_stream().map(
-                move |chunk| {
-                    let _held = &guard;
-                    chunk
-                },
-            )))
+            .body(Body::from_stream(body))
             .map_err(|e| ApiError::internal(e.to_string()))
     }
 }

@@ -1,5 +1,6 @@
 //! Proxy mode in front of a real llama.cpp server on the default model: strategy
-//! `none` passes through (streamed and whole answers equal llama.cpp's own), other
+//! `none` passes through (streamed and whole answers equal llama.cpp's own, their
+//! tokens counted in `/metrics` from llama.cpp's usage), other
 //! strategies run through the remote backend, and an upstream that is down is a 502
 //! naming its address.
 
@@ -52,6 +53,28 @@ fn joined(sse: &str) -> String {
         .collect()
 }
 
+async fn metrics(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("a metrics answer")
+        .text()
+        .await
+        .expect("a metrics body")
+}
+
+/// The sum of a Prometheus series' samples whose labels contain `label`.
+fn counter(scrape: &str, name: &str, label: &str) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                && l.contains(label)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 #[tokio::test]
 async fn the_proxy_passes_through_and_runs_strategies_over_a_llama_cpp_server() {
     let llama = common::LlamaServer::start();
@@ -70,6 +93,38 @@ async fn the_proxy_passes_through_and_runs_strategies_over_a_llama_cpp_server() 
     assert_eq!(joined(&proxied_sse), joined(&direct_sse));
     assert_eq!(joined(&proxied_sse), content(&direct));
     assert!(proxied_sse.trim_end().ends_with("data: [DONE]"));
+    // The proxy asked for the usage chunk to count the tokens, and took it out again.
+    assert!(!proxied_sse.contains(r#""choices":[]"#), "{proxied_sse}");
+
+    // /metrics counts the upstream's own usage of both passed-through answers.
+    let whole: Value = serde_json::from_str(&direct).expect("JSON");
+    let completion_tokens = whole["usage"]["completion_tokens"].as_f64().expect("usage");
+    let prompt_tokens = whole["usage"]["prompt_tokens"].as_f64().expect("usage");
+    let finish = whole["choices"][0]["finish_reason"]
+        .as_str()
+        .expect("a finish reason");
+    let scrape = metrics(&proxy).await;
+    assert_eq!(
+        counter(&scrape, "terse_generation_tokens_total", ""),
+        2.0 * completion_tokens,
+        "{scrape}"
+    );
+    assert_eq!(
+        counter(&scrape, "terse_prompt_tokens_total", ""),
+        2.0 * prompt_tokens
+    );
+    let reason = format!("reason=\"{finish}\"");
+    assert_eq!(
+        counter(&scrape, "terse_stop_reasons_total", &reason),
+        2.0,
+        "{scrape}"
+    );
+    assert!(counter(&scrape, "terse_time_to_first_token_seconds_count", "") >= 1.0);
+    // A client that asks for the usage chunk gets it.
+    let with_usage = body(json!({"stream": true, "stream_options": {"include_usage": true}}));
+    let (_, sse) = post(&proxy, &with_usage).await;
+    assert!(sse.contains(r#""choices":[]"#), "{sse}");
+    assert_eq!(joined(&sse), content(&direct));
 
     // A strategy runs through the remote backend, over llama.cpp's streamed text.
     let steered = body(json!({"model": "qwen2.5-coder-0.5b+budget",
