@@ -225,8 +225,17 @@ pub enum PieceKind {
     Content,
 }
 
-/// Receives the visible text of a completion as it is decoded.
-pub type Sink<'a> = &'a mut (dyn FnMut(PieceKind, &str) + Send);
+/// Receives the visible text of a completion as it is decoded, with the log-probabilities
+/// of the tokens that end in that piece when the request asked for them (a whole
+/// completion handed over at once brings all of its tokens).
+pub type Sink<'a> = &'a mut (dyn FnMut(PieceKind, &str, &[TokenLogprob]) + Send);
+
+/// A [`Sink`] that answers whether its caller still listens (`false` cancels).
+pub type ListeningSink<'a> = &'a mut (dyn FnMut(PieceKind, &str, &[TokenLogprob]) -> bool + Send);
+
+/// A [`ListeningSink`] for several choices, each piece with its choice's index.
+pub type ChoicesSink<'a> =
+    &'a mut (dyn FnMut(usize, PieceKind, &str, &[TokenLogprob]) -> bool + Send);
 
 /// What a backend can give the strategies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,9 +325,9 @@ pub trait Backend: Send + Sync {
             Some(options) => {
                 let completion = consistency::complete(self, request, options)?;
                 if let Some(reasoning) = &completion.reasoning {
-                    sink(PieceKind::Reasoning, reasoning);
+                    sink(PieceKind::Reasoning, reasoning, &[]);
                 }
-                sink(PieceKind::Content, &completion.text);
+                sink(PieceKind::Content, &completion.text, &completion.logprobs);
                 Ok(completion)
             }
             None => self.complete_streaming(request, sink),
@@ -327,7 +336,7 @@ pub trait Backend: Send + Sync {
 
     /// Runs the request to the end ([`Backend::complete_with`], text unseen).
     fn complete(&self, request: &CompletionRequest) -> Result<Completion, BackendError> {
-        self.complete_with(request, &mut |_, _| {})
+        self.complete_with(request, &mut |_, _, _| {})
     }
 
     /// Runs several requests for the same prompt (siblings: self-consistency's
@@ -339,7 +348,7 @@ pub trait Backend: Send + Sync {
     ) -> Result<Vec<Completion>, BackendError> {
         requests
             .iter()
-            .map(|r| self.complete_streaming(r, &mut |_, _| {}))
+            .map(|r| self.complete_streaming(r, &mut |_, _, _| {}))
             .collect()
     }
 }

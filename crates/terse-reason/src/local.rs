@@ -12,8 +12,8 @@ use crate::adaptive::Difficulty;
 use crate::difficulty::{probe_path, DifficultyProbe};
 use crate::strategy::{PieceSink, Runner, TokenIds};
 use crate::{
-    Backend, BackendError, Capabilities, Completion, CompletionRequest, EngineTime, Finish,
-    PieceKind, Prompt, Sink, StrategySpec, Usage,
+    Backend, BackendError, Capabilities, ChoicesSink, Completion, CompletionRequest, EngineTime,
+    Finish, ListeningSink, PieceKind, Prompt, Sink, StrategySpec, TokenLogprob, Usage,
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -31,7 +31,7 @@ use terse_engine::{
 
 /// What the driver thread sends back for the request at an index of its job.
 enum Reply {
-    Piece(usize, PieceKind, String),
+    Piece(usize, PieceKind, String, Vec<TokenLogprob>),
     Done(usize, Result<Generation, String>),
 }
 
@@ -317,8 +317,8 @@ impl Backend for LocalBackend {
         request: &CompletionRequest,
         sink: Sink<'_>,
     ) -> Result<Completion, BackendError> {
-        self.complete_until(request, &mut |kind, text| {
-            sink(kind, text);
+        self.complete_until(request, &mut |kind, text, logprobs| {
+            sink(kind, text, logprobs);
             true
         })
     }
@@ -329,7 +329,7 @@ impl Backend for LocalBackend {
         &self,
         requests: &[CompletionRequest],
     ) -> Result<Vec<Completion>, BackendError> {
-        self.complete_siblings_until(requests, &mut |_, _, _| true)?
+        self.complete_siblings_until(requests, &mut |_, _, _, _| true)?
             .into_iter()
             .collect()
     }
@@ -344,12 +344,12 @@ impl LocalBackend {
     pub fn complete_until(
         &self,
         request: &CompletionRequest,
-        sink: &mut (dyn FnMut(PieceKind, &str) -> bool + Send),
+        sink: ListeningSink<'_>,
     ) -> Result<Completion, BackendError> {
-        let mut results = self
-            .complete_siblings_until(std::slice::from_ref(request), &mut |_, kind, text| {
-                sink(kind, text)
-            })?;
+        let mut results = self.complete_siblings_until(
+            std::slice::from_ref(request),
+            &mut |_, kind, text, logprobs| sink(kind, text, logprobs),
+        )?;
         results.pop().unwrap_or(Err(BackendError::DriverStopped))
     }
 
@@ -360,7 +360,7 @@ impl LocalBackend {
     pub fn complete_siblings_until(
         &self,
         requests: &[CompletionRequest],
-        sink: &mut (dyn FnMut(usize, PieceKind, &str) -> bool + Send),
+        sink: ChoicesSink<'_>,
     ) -> Result<Vec<Result<Completion, BackendError>>, BackendError> {
         let start = Instant::now();
         let (reply, answers) = mpsc::channel();
@@ -372,10 +372,15 @@ impl LocalBackend {
             let (still_listening, pieces) = (flag.clone(), reply.clone());
             let prepared = self.prepare(
                 request,
-                Box::new(move |kind, text| {
+                Box::new(move |kind, text, logprobs| {
                     still_listening.load(Ordering::Relaxed)
                         && pieces
-                            .send(Reply::Piece(index, kind, text.to_string()))
+                            .send(Reply::Piece(
+                                index,
+                                kind,
+                                text.to_string(),
+                                logprobs.to_vec(),
+                            ))
                             .is_ok()
                 }),
             )?;
@@ -393,8 +398,8 @@ impl LocalBackend {
             requests.iter().map(|_| None).collect();
         while generations.iter().any(Option::is_none) {
             match answers.recv().map_err(|_| BackendError::DriverStopped)? {
-                Reply::Piece(index, kind, text) => {
-                    if !sink(index, kind, &text) {
+                Reply::Piece(index, kind, text, logprobs) => {
+                    if !sink(index, kind, &text, &logprobs) {
                         listening[index].store(false, Ordering::Relaxed);
                     }
                 }
@@ -415,13 +420,13 @@ impl LocalBackend {
                 // `finish` streams the text the runner held back (a partial stop
                 // string or think marker); it arrives on the channel now.
                 while let Ok(reply) = answers.try_recv() {
-                    if let Reply::Piece(i, kind, text) = reply {
-                        held_back.push((i, kind, text));
+                    if let Reply::Piece(i, kind, text, logprobs) = reply {
+                        held_back.push((i, kind, text, logprobs));
                     }
                 }
             });
-            for (i, kind, text) in held_back {
-                sink(i, kind, &text);
+            for (i, kind, text, logprobs) in held_back {
+                sink(i, kind, &text, &logprobs);
             }
             results.push(Ok(completion));
         }

@@ -172,9 +172,12 @@ impl OpenAiBackend {
             }
             .into());
         }
-        let (pieces_tx, pieces_rx) = mpsc::channel::<(crate::PieceKind, String)>();
-        runner = runner.with_sink(Box::new(move |kind, text| {
-            pieces_tx.send((kind, text.to_string())).is_ok()
+        let (pieces_tx, pieces_rx) =
+            mpsc::channel::<(crate::PieceKind, String, Vec<TokenLogprob>)>();
+        runner = runner.with_sink(Box::new(move |kind, text, logprobs| {
+            pieces_tx
+                .send((kind, text.to_string(), logprobs.to_vec()))
+                .is_ok()
         }));
         let mut usage = Usage::default();
         let (probe_tx, probe_rx) = mpsc::channel::<Result<(ProbeResult, u64, u64), BackendError>>();
@@ -240,8 +243,8 @@ impl OpenAiBackend {
                     usage.probe_decoded_tokens += decoded;
                     actions.extend(runner.probe_done(&result));
                 }
-                for (kind, piece) in pieces_rx.try_iter() {
-                    sink(kind, &piece);
+                for (kind, piece, logprobs) in pieces_rx.try_iter() {
+                    sink(kind, &piece, &logprobs);
                 }
                 let mut restart = false;
                 for action in actions {
@@ -277,8 +280,8 @@ impl OpenAiBackend {
             };
             if engine_reason == StopReason::EndOfGeneration {
                 let actions = runner.observe("", None, None, &[], true);
-                for (kind, piece) in pieces_rx.try_iter() {
-                    sink(kind, &piece);
+                for (kind, piece, logprobs) in pieces_rx.try_iter() {
+                    sink(kind, &piece, &logprobs);
                 }
                 if !actions.iter().any(|a| matches!(a, Action::Inject { .. })) {
                     break;
@@ -292,8 +295,8 @@ impl OpenAiBackend {
         }
         let injected = runner.injected_text().to_string();
         let out = runner.finish(engine_reason);
-        for (kind, piece) in pieces_rx.try_iter() {
-            sink(kind, &piece);
+        for (kind, piece, logprobs) in pieces_rx.try_iter() {
+            sink(kind, &piece, &logprobs);
         }
         usage.injected_tokens = self.count_tokens(&injected);
         usage.reasoning_tokens = out.reasoning_tokens;
@@ -433,7 +436,11 @@ impl Backend for OpenAiBackend {
                 let messages = request.strategy.prepare_messages(messages);
                 if !request.strategy.steers() {
                     let completion = self.chat(request, &messages)?;
-                    sink(crate::PieceKind::Content, &completion.text);
+                    sink(
+                        crate::PieceKind::Content,
+                        &completion.text,
+                        &completion.logprobs,
+                    );
                     return Ok(completion);
                 }
                 let prompt = self.apply_template(&messages)?;
@@ -614,7 +621,7 @@ mod tests {
     fn a_strategy_that_needs_logits_is_refused_by_name() {
         let backend = OpenAiBackend::new("http://127.0.0.1:9", "m", None);
         let err = backend
-            .steered(&request("stop-boost"), "prompt".into(), &mut |_, _| {})
+            .steered(&request("stop-boost"), "prompt".into(), &mut |_, _, _| {})
             .unwrap_err()
             .to_string();
         assert!(

@@ -315,7 +315,7 @@ pub fn complete<B: Backend + ?Sized>(
         stop,
         ..request.clone()
     };
-    let mut program = backend.complete_streaming(&program_request, &mut |_, _| {})?;
+    let mut program = backend.complete_streaming(&program_request, &mut |_, _, _| {})?;
     if program.text.matches("```").count() % 2 == 1 {
         program.text = format!("{}\n```", program.text.trim_end());
     }
@@ -361,7 +361,7 @@ pub fn complete<B: Backend + ?Sized>(
             program.events.insert(0, answered);
             program.stop_reason = "program".into();
             program.latency_s = start.elapsed().as_secs_f64();
-            sink(PieceKind::Content, &program.text);
+            sink(PieceKind::Content, &program.text, &program.logprobs);
             Ok(program)
         }
         Err(why) => {
@@ -538,7 +538,7 @@ mod tests {
         );
         request.stop = vec!["<END>".into()];
         let options = ProgramOptions::default();
-        let answer = complete(&backend, &request, &options, &mut |_, _| {}).unwrap();
+        let answer = complete(&backend, &request, &options, &mut |_, _, _| {}).unwrap();
         assert_eq!(backend.requests()[0].stop, ["<END>", CLOSING_FENCE]);
         assert_eq!(answer.text, "```python\nanswer = 6 * 7\n```\n\n\\boxed{42}");
         assert_eq!(answer.stop_reason, "program");

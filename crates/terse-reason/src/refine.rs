@@ -218,7 +218,7 @@ pub fn complete<B: Backend + ?Sized>(
         strategy: plain,
         ..request.clone()
     };
-    let mut answer = backend.complete_streaming(&final_request, &mut |_, _| {})?;
+    let mut answer = backend.complete_streaming(&final_request, &mut |_, _, _| {})?;
     count(&answer, workspace.is_some(), &mut usage);
     events.push(StrategyEvent {
         strategy: "refine".into(),
@@ -235,9 +235,9 @@ pub fn complete<B: Backend + ?Sized>(
     answer.latency_s = start.elapsed().as_secs_f64();
     answer.stop_reason = "refine".into();
     if let Some(reasoning) = &answer.reasoning {
-        sink(PieceKind::Reasoning, reasoning);
+        sink(PieceKind::Reasoning, reasoning, &[]);
     }
-    sink(PieceKind::Content, &answer.text);
+    sink(PieceKind::Content, &answer.text, &answer.logprobs);
     Ok(answer)
 }
 
@@ -275,7 +275,7 @@ mod tests {
             rounds: 2,
             ..RefineOptions::default()
         };
-        let answer = complete(&backend, &request, &options, &mut |_, _| {}).unwrap();
+        let answer = complete(&backend, &request, &options, &mut |_, _, _| {}).unwrap();
         let seen = backend.requests();
         assert_eq!(seen.len(), 5);
         let seeds: Vec<u64> = seen.iter().map(|r| r.sampling.seed).collect();

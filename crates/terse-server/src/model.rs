@@ -21,8 +21,8 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use terse_reason::{
-    Backend, BackendError, Completion, CompletionRequest, EngineLoad, LocalBackend, OpenAiBackend,
-    PieceKind, Prompt,
+    Backend, BackendError, ChoicesSink, Completion, CompletionRequest, EngineLoad, LocalBackend,
+    OpenAiBackend, Prompt,
 };
 
 /// An OpenAI-compatible server to proxy.
@@ -139,7 +139,7 @@ impl Served {
     pub fn complete(
         &self,
         requests: &[CompletionRequest],
-        sink: &mut (dyn FnMut(usize, PieceKind, &str) -> bool + Send),
+        sink: ChoicesSink<'_>,
     ) -> Vec<Result<Completion, ApiError>> {
         let backend: &dyn Backend = match self {
             Served::Local(b) => b.as_ref(),
@@ -159,8 +159,8 @@ impl Served {
                 .iter()
                 .enumerate()
                 .map(|(index, request)| {
-                    backend.complete_with(request, &mut |kind, text| {
-                        sink(index, kind, text);
+                    backend.complete_with(request, &mut |kind, text, logprobs| {
+                        sink(index, kind, text, logprobs);
                     })
                 })
                 .collect(),

@@ -74,7 +74,7 @@ impl Envelope {
                         choice
                     }
                 };
-                choice["logprobs"] = self.logprobs(&c.logprobs, top_logprobs);
+                choice["logprobs"] = self.logprobs(&c.logprobs, top_logprobs, 0);
                 choice["finish_reason"] = json!(finish_reason(c.finish));
                 choice["terse"] = choice_terse(c);
                 choice
@@ -107,13 +107,15 @@ impl Envelope {
         chunk
     }
 
-    /// The last chunk of choice `index`: its finish reason, its log-probabilities (all
-    /// at once: streamed pieces do not line up with tokens) and terse's stop reason.
+    /// The last chunk of choice `index`: its finish reason, the log-probabilities of
+    /// its tokens after the `streamed` ones already sent with their text (a strategy
+    /// that answers whole sends its tokens here), and terse's stop reason.
     pub fn finish_chunk(
         &self,
         index: usize,
         completion: &Completion,
-        top_logprobs: bool,
+        logprobs: bool,
+        streamed: usize,
         include_usage: bool,
     ) -> Value {
         let mut chunk = self.delta_chunk(index, json!({}), include_usage);
@@ -121,7 +123,16 @@ impl Envelope {
         if self.endpoint == Endpoint::Completions {
             choice["text"] = json!("");
         }
-        choice["logprobs"] = self.logprobs(&completion.logprobs, top_logprobs);
+        let rest = completion.logprobs.get(streamed..).unwrap_or_default();
+        let offset = completion.logprobs[..streamed.min(completion.logprobs.len())]
+            .iter()
+            .map(|t| t.text.len())
+            .sum();
+        choice["logprobs"] = if rest.is_empty() && streamed > 0 {
+            Value::Null
+        } else {
+            self.logprobs(rest, logprobs, offset)
+        };
         choice["finish_reason"] = json!(finish_reason(completion.finish));
         choice["terse"] = choice_terse(completion);
         chunk
@@ -172,7 +183,10 @@ impl Envelope {
         })
     }
 
-    fn logprobs(&self, tokens: &[TokenLogprob], requested: bool) -> Value {
+    /// The OpenAI shape of `tokens`' log-probabilities (`null` unless `requested`);
+    /// completions' `text_offset` counts from `text_offset`, where the first token's
+    /// text starts in the answer.
+    pub fn logprobs(&self, tokens: &[TokenLogprob], requested: bool, text_offset: usize) -> Value {
         if !requested {
             return Value::Null;
         }
@@ -191,7 +205,7 @@ impl Envelope {
                 json!({"content": content})
             }
             Endpoint::Completions => {
-                let mut offset = 0;
+                let mut offset = text_offset;
                 let mut text_offset = Vec::with_capacity(tokens.len());
                 for t in tokens {
                     text_offset.push(offset);

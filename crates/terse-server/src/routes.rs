@@ -27,7 +27,7 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
-use terse_reason::{Completion, CompletionRequest, PieceKind};
+use terse_reason::{Completion, CompletionRequest, PieceKind, TokenLogprob};
 use tokio::sync::mpsc;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -215,6 +215,8 @@ enum Event {
         choice: usize,
         kind: PieceKind,
         text: String,
+        /// The tokens that end in this piece, when the request asked for logprobs.
+        logprobs: Vec<TokenLogprob>,
     },
     Done {
         choice: usize,
@@ -251,7 +253,7 @@ fn launch(
                 group.into_iter().unzip();
             let mut last: Vec<Option<Instant>> = vec![None; requests.len()];
             let pieces = tx.clone();
-            let results = backend.complete(&requests, &mut |i, kind, text| {
+            let results = backend.complete(&requests, &mut |i, kind, text, logprobs| {
                 let now = Instant::now();
                 match last[i] {
                     None => metrics::first_token((now - start).as_secs_f64()),
@@ -263,6 +265,7 @@ fn launch(
                         choice: indices[i],
                         kind,
                         text: text.to_string(),
+                        logprobs: logprobs.to_vec(),
                     })
                     .is_ok()
             });
@@ -301,7 +304,28 @@ async fn whole(
     Ok(Json(envelope.response(&completions, plan.request.logprobs)))
 }
 
-/// Streams the choices as server-sent events, as they are decoded.
+/// A streamed choice's log-probabilities: how many went out, where the text of the
+/// next one starts, and those waiting for a piece with text.
+#[derive(Clone, Default)]
+struct TokenStream {
+    sent: usize,
+    text_offset: usize,
+    pending: Vec<TokenLogprob>,
+}
+
+impl TokenStream {
+    /// The pending tokens and the text offset of the first, marked as sent.
+    fn take(&mut self) -> (Vec<TokenLogprob>, usize) {
+        let tokens = std::mem::take(&mut self.pending);
+        let offset = self.text_offset;
+        self.sent += tokens.len();
+        self.text_offset += tokens.iter().map(|t| t.text.len()).sum::<usize>();
+        (tokens, offset)
+    }
+}
+
+/// Streams the choices as server-sent events, as they are decoded; with logprobs, each
+/// chunk carries those of the tokens its text completes.
 fn stream(
     envelope: Envelope,
     plan: Plan,
@@ -331,9 +355,18 @@ fn stream(
         // Leading whitespace is trimmed as the whole response trims it.
         let mut started = vec![[false; 2]; plan.n];
         let mut done: Vec<Option<Completion>> = vec![None; plan.n];
+        // Per choice: the log-probabilities sent, and those of pieces with no text
+        // left after trimming, which go with the next piece.
+        let mut logprobs = vec![TokenStream::default(); plan.n];
+        let want_logprobs = plan.request.logprobs;
         while done.iter().any(Option::is_none) {
             match events.recv().await {
-                Some(Event::Piece { choice, kind, text }) => {
+                Some(Event::Piece {
+                    choice,
+                    kind,
+                    text,
+                    logprobs: tokens,
+                }) => {
                     let (slot, field) = match kind {
                         PieceKind::Reasoning => (0, "reasoning_content"),
                         PieceKind::Content => (1, "content"),
@@ -343,6 +376,7 @@ fn stream(
                     } else {
                         text.trim_start()
                     };
+                    logprobs[choice].pending.extend(tokens);
                     if text.is_empty() {
                         continue;
                     }
@@ -351,13 +385,21 @@ fn stream(
                     if kind == PieceKind::Reasoning {
                         delta["reasoning"] = json!(text);
                     }
-                    if !send(envelope.delta_chunk(choice, delta, usage)).await {
+                    let mut chunk = envelope.delta_chunk(choice, delta, usage);
+                    if want_logprobs {
+                        let tokens = logprobs[choice].take();
+                        chunk["choices"][0]["logprobs"] =
+                            envelope.logprobs(&tokens.0, true, tokens.1);
+                    }
+                    if !send(chunk).await {
                         return;
                     }
                 }
                 Some(Event::Done { choice, result }) => match *result {
                     Ok(c) => {
-                        let chunk = envelope.finish_chunk(choice, &c, plan.request.logprobs, usage);
+                        let streamed = logprobs[choice].sent;
+                        let chunk =
+                            envelope.finish_chunk(choice, &c, want_logprobs, streamed, usage);
                         if !send(chunk).await {
                             return;
                         }

@@ -120,6 +120,22 @@ def test_logprobs():
     assert chat().choices[0].message.content
 
 
+def test_streamed_logprobs_come_with_their_tokens():
+    whole = chat(logprobs=True, top_logprobs=2, max_tokens=8).choices[0].logprobs.content
+    chunks = list(chat(logprobs=True, top_logprobs=2, max_tokens=8, stream=True))
+    per_chunk = [c.choices[0].logprobs.content if c.choices and c.choices[0].logprobs else []
+                 for c in chunks]
+    streamed = [t for tokens in per_chunk for t in tokens]
+    assert [t.token for t in streamed] == [t.token for t in whole], (streamed, whole)
+    assert all(abs(a.logprob - b.logprob) < 1e-3 for a, b in zip(streamed, whole))
+    assert all(len(t.top_logprobs) == 2 for t in streamed)
+    # They come as the text does, not all at the end.
+    with_text = [i for i, c in enumerate(chunks) if c.choices and c.choices[0].delta.content]
+    assert sum(1 for i in with_text if per_chunk[i]) >= len(whole) // 2, per_chunk
+    finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finish) == 1 and not finish[0].choices[0].logprobs
+
+
 def test_strategy_via_extra_body():
     r = chat(extra_body={"terse": {"strategy": "budget", "options": {"reasoning_tokens": 2}}})
     t = terse_usage(r)

@@ -82,8 +82,9 @@ pub struct RunnerOutput {
     pub answer_tokens: u64,
 }
 
-/// Takes a piece of visible text; false when nobody listens any more.
-pub type PieceSink = Box<dyn FnMut(PieceKind, &str) -> bool + Send>;
+/// Takes a piece of visible text and the kept log-probabilities of the tokens that end
+/// in it; false when nobody listens any more.
+pub type PieceSink = Box<dyn FnMut(PieceKind, &str, &[TokenLogprob]) -> bool + Send>;
 
 /// One request's strategy in motion; see the module documentation.
 pub struct Runner {
@@ -108,6 +109,10 @@ pub struct Runner {
     top_logprobs: usize,
     keep_logprobs: bool,
     logprobs: Vec<TokenLogprob>,
+    /// Where each kept token's text ends in `visible`.
+    logprob_ends: Vec<usize>,
+    /// Kept tokens already handed to the sink.
+    logprobs_streamed: usize,
     tokenizer: Option<Arc<Tokenizer>>,
     answer_tokens: u64,
     /// Every text injected into the model's input, the opening prefix included.
@@ -160,6 +165,8 @@ impl Runner {
             top_logprobs: 0,
             keep_logprobs: false,
             logprobs: Vec::new(),
+            logprob_ends: Vec::new(),
+            logprobs_streamed: 0,
             tokenizer,
             answer_tokens: 0,
             injected: prefix,
@@ -266,6 +273,7 @@ impl Runner {
         } else if !is_end_of_generation {
             self.visible.push_str(piece);
             if self.keep_logprobs {
+                self.logprob_ends.push(self.visible.len());
                 self.logprobs.push(TokenLogprob {
                     text: piece.to_string(),
                     logprob: logprob.unwrap_or(f32::NAN),
@@ -481,7 +489,14 @@ impl Runner {
             let to = range.end.min(end);
             if from < to && self.visible.is_char_boundary(from) && self.visible.is_char_boundary(to)
             {
-                listening &= sink(kind, &self.visible[from..to]);
+                let first = self.logprobs_streamed;
+                let ended = self.logprob_ends[first..]
+                    .iter()
+                    .take_while(|&&e| e <= to)
+                    .count();
+                self.logprobs_streamed += ended;
+                let tokens = &self.logprobs[first..first + ended];
+                listening &= sink(kind, &self.visible[from..to], tokens);
             }
         }
         listening
@@ -614,7 +629,7 @@ mod tests {
         let spec = StrategySpec::parse(chain, &options).unwrap();
         let got = Arc::new(Mutex::new(Vec::new()));
         let sink = got.clone();
-        let r = Runner::new(&spec, prompt, None, None).with_sink(Box::new(move |k, t| {
+        let r = Runner::new(&spec, prompt, None, None).with_sink(Box::new(move |k, t, _| {
             sink.lock().unwrap().push((k, t.to_string()));
             true
         }));
@@ -678,6 +693,32 @@ mod tests {
         assert_eq!(out.text, "one ");
         assert_eq!(out.stop_reason, "stop");
         assert_eq!(joined(&got, PieceKind::Content), "one ");
+    }
+
+    #[test]
+    fn each_token_log_probability_streams_with_the_piece_its_text_ends_in() {
+        type Pieces = Arc<Mutex<Vec<(String, Vec<f32>)>>>;
+        let spec = StrategySpec::parse("none", &[]).unwrap();
+        let got: Pieces = Arc::new(Mutex::new(Vec::new()));
+        let sink = got.clone();
+        let mut r = Runner::new(&spec, "p", None, None)
+            .with_logprobs(0)
+            .with_stop_strings(&["END".into()])
+            .with_sink(Box::new(move |_, text, tokens| {
+                let logprobs = tokens.iter().map(|t| t.logprob).collect();
+                sink.lock().unwrap().push((text.to_string(), logprobs));
+                true
+            }));
+        for (piece, logprob) in [("one", -0.1), (" E", -0.2), ("x", -0.3)] {
+            r.observe(piece, Some(logprob), None, &[], false);
+        }
+        let out = r.finish(StopReason::EndOfGeneration);
+        // "E" may start the stop string: held back, and its token with it.
+        let want = [("one", vec![-0.1]), (" ", vec![]), ("Ex", vec![-0.2, -0.3])];
+        let want: Vec<(String, Vec<f32>)> =
+            want.into_iter().map(|(t, l)| (t.to_string(), l)).collect();
+        assert_eq!(*got.lock().unwrap(), want);
+        assert_eq!(out.logprobs.len(), 3);
     }
 
     #[test]

@@ -195,7 +195,7 @@ fn run_steered(
     };
     let mut stdout = std::io::stdout();
     let mut last_kind = None;
-    let mut print = |kind, text: &str| {
+    let mut print = |kind, text: &str, _: &[terse_reason::TokenLogprob]| {
         if last_kind == Some(PieceKind::Reasoning) && kind == PieceKind::Content {
             let _ = write!(stdout, "\n--- answer ---\n");
         }
