@@ -9,7 +9,7 @@
 //! [`ApiError`]. Any other request runs
 //! through [`OpenAiBackend`]: its strategies over streamed text, `n` fanned out as
 //! separate requests. An upstream that cannot be reached is a 502 naming its address.
-//! Only `http://` upstreams are reached (the server is built without TLS).
+//! An `https://` upstream is reached over TLS (rustls, the web's root certificates).
 
 use crate::api::{Endpoint, Plan};
 use crate::error::ApiError;

@@ -1,8 +1,8 @@
 //! Proxy mode in front of a real llama.cpp server on the default model: strategy
 //! `none` passes through (streamed and whole answers equal llama.cpp's own, their
 //! tokens counted in `/metrics` from llama.cpp's usage), other
-//! strategies run through the remote backend, and an upstream that is down is a 502
-//! naming its address.
+//! strategies run through the remote backend, an upstream that is down is a 502
+//! naming its address, and an `https://` upstream is spoken to in TLS.
 
 mod common;
 
@@ -170,4 +170,44 @@ async fn an_upstream_that_is_down_is_a_502_naming_its_address() {
         let message = v["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(&nowhere), "{message}");
     }
+}
+
+#[tokio::test]
+async fn an_https_upstream_is_spoken_to_in_tls() {
+    // A listener that records the first byte of each connection: 0x16 opens a TLS
+    // handshake record. It speaks no TLS back, so the answer is a 502.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let port = listener.local_addr().expect("its address").port();
+    listener
+        .set_nonblocking(true)
+        .expect("a non-blocking listener");
+    let first_bytes = std::thread::spawn(move || {
+        use std::io::Read;
+        // Gives up after 30 s, so a proxy that never connects fails the test.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut seen = Vec::new();
+        while seen.len() < 2 && std::time::Instant::now() < deadline {
+            let Ok((mut conn, _)) = listener.accept() else {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
+            };
+            let _ = conn.set_nonblocking(false);
+            let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+            let mut byte = [0u8; 1];
+            if conn.read_exact(&mut byte).is_ok() {
+                seen.push(byte[0]);
+            }
+        }
+        seen
+    });
+    let upstream = format!("https://127.0.0.1:{port}");
+    let proxy = common::start_proxy(&upstream);
+    // Passed through (reqwest), then through the remote backend (ureq).
+    for extra in [json!({}), json!({"model": "qwen2.5-coder-0.5b+budget"})] {
+        let (status, text) = post(&proxy, &body(extra)).await;
+        assert_eq!(status, 502, "{text}");
+        assert!(text.contains(&upstream), "{text}");
+    }
+    let seen = first_bytes.join().expect("the listener thread");
+    assert_eq!(seen, [0x16, 0x16], "both opened a TLS handshake");
 }

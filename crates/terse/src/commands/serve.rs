@@ -69,8 +69,8 @@ pub struct ServeArgs {
     /// file's stem).
     #[arg(long)]
     pub served_model_name: Option<String>,
-    /// Proxy this OpenAI-compatible server (`http://HOST:PORT[/v1]`: llama.cpp's
-    /// server, vLLM, SGLang) instead of running a local model.
+    /// Proxy this OpenAI-compatible server (`http://HOST:PORT[/v1]` or `https://…`:
+    /// llama.cpp's server, vLLM, SGLang, a hosted API) instead of running a local model.
     #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
     /// The model name to send upstream (default: the served model name).
