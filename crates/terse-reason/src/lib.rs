@@ -54,6 +54,10 @@ pub struct CompletionRequest {
     /// With `logprobs`, this many most likely alternatives per token.
     #[serde(default)]
     pub top_logprobs: usize,
+    /// More variables for the chat template (`chat_template_kwargs`, such as
+    /// `enable_thinking`); sent on to a remote server.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub template_kwargs: serde_json::Map<String, serde_json::Value>,
 }
 
 impl CompletionRequest {
@@ -67,6 +71,7 @@ impl CompletionRequest {
             strategy: StrategySpec::default(),
             logprobs: false,
             top_logprobs: 0,
+            template_kwargs: serde_json::Map::new(),
         }
     }
 }

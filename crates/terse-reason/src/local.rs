@@ -151,7 +151,7 @@ impl LocalBackend {
                 let messages = request.strategy.prepare_messages(messages);
                 Ok(self
                     .template
-                    .render(&messages, true)
+                    .render_with(&messages, true, &request.template_kwargs)
                     .map_err(EngineError::Template)?)
             }
             Prompt::Text(text) => Ok(text.clone()),

@@ -93,9 +93,17 @@ impl OpenAiBackend {
     }
 
     /// The server's rendering of a conversation (llama.cpp's `/apply-template`).
-    fn apply_template(&self, messages: &[ChatMessage]) -> Result<String, BackendError> {
+    fn apply_template(
+        &self,
+        messages: &[ChatMessage],
+        template_kwargs: &serde_json::Map<String, Value>,
+    ) -> Result<String, BackendError> {
         let url = self.url("/apply-template");
-        let v = self.post_json("/apply-template", &json!({ "messages": messages }))?;
+        let mut body = json!({ "messages": messages });
+        if !template_kwargs.is_empty() {
+            body["chat_template_kwargs"] = json!(template_kwargs);
+        }
+        let v = self.post_json("/apply-template", &body)?;
         v["prompt"]
             .as_str()
             .map(str::to_string)
@@ -127,11 +135,8 @@ impl OpenAiBackend {
         }
     }
 
-    fn chat(
-        &self,
-        request: &CompletionRequest,
-        messages: &[ChatMessage],
-    ) -> Result<Completion, BackendError> {
+    /// The `/v1/chat/completions` body for `request` (an unsteered request).
+    fn chat_body(&self, request: &CompletionRequest, messages: &[ChatMessage]) -> Value {
         let mut body = json!({
             "model": self.model,
             "messages": messages,
@@ -141,12 +146,24 @@ impl OpenAiBackend {
         if !request.stop.is_empty() {
             body["stop"] = json!(request.stop);
         }
+        if !request.template_kwargs.is_empty() {
+            body["chat_template_kwargs"] = json!(request.template_kwargs);
+        }
         if request.logprobs {
             body["logprobs"] = json!(true);
             if request.top_logprobs > 0 {
                 body["top_logprobs"] = json!(request.top_logprobs);
             }
         }
+        body
+    }
+
+    fn chat(
+        &self,
+        request: &CompletionRequest,
+        messages: &[ChatMessage],
+    ) -> Result<Completion, BackendError> {
+        let body = self.chat_body(request, messages);
         let start = Instant::now();
         let v = self.post_json("/v1/chat/completions", &body)?;
         parse_chat(&v, start.elapsed()).map_err(|detail| BackendError::BadResponse {
@@ -396,12 +413,16 @@ impl Backend for OpenAiBackend {
     }
 
     fn render(&self, request: &CompletionRequest) -> Result<String, BackendError> {
-        let canonical = json!({
+        let mut canonical = json!({
             "prompt": match &request.prompt {
                 Prompt::Chat(messages) => json!(request.strategy.prepare_messages(messages)),
                 Prompt::Text(text) => json!(text),
             },
         });
+        // Kwargs change the server's rendering, so they are part of the prompt's identity.
+        if !request.template_kwargs.is_empty() {
+            canonical["chat_template_kwargs"] = json!(request.template_kwargs);
+        }
         Ok(canonical.to_string())
     }
 
@@ -443,7 +464,7 @@ impl Backend for OpenAiBackend {
                     );
                     return Ok(completion);
                 }
-                let prompt = self.apply_template(&messages)?;
+                let prompt = self.apply_template(&messages, &request.template_kwargs)?;
                 self.steered(request, prompt, sink)
             }
             Prompt::Text(text) => self.steered(request, text.clone(), sink),
@@ -605,6 +626,26 @@ mod tests {
                 4,
             )
         }
+    }
+
+    #[test]
+    fn template_kwargs_go_upstream_and_into_the_prompt_identity() {
+        let backend = OpenAiBackend::new("http://127.0.0.1:9", "m", None);
+        let plain = request("none");
+        let mut thinking_off = request("none");
+        thinking_off
+            .template_kwargs
+            .insert("enable_thinking".into(), Value::Bool(false));
+        let messages = [ChatMessage::new("user", "hi")];
+        assert!(backend.chat_body(&plain, &messages)["chat_template_kwargs"].is_null());
+        assert_eq!(
+            backend.chat_body(&thinking_off, &messages)["chat_template_kwargs"],
+            json!({"enable_thinking": false})
+        );
+        assert_ne!(
+            backend.render(&plain).unwrap(),
+            backend.render(&thinking_off).unwrap()
+        );
     }
 
     #[test]

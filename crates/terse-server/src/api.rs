@@ -64,13 +64,8 @@ struct Body {
     reasoning: Option<ReasoningField>,
     logit_bias: Option<Map<String, Value>>,
     response_format: Option<Value>,
-    chat_template_kwargs: Option<TemplateKwargs>,
-}
-
-/// vLLM's and llama.cpp's `chat_template_kwargs`; only `enable_thinking` is read.
-#[derive(Debug, Default, Deserialize)]
-struct TemplateKwargs {
-    enable_thinking: Option<bool>,
+    /// vLLM's and llama.cpp's: more variables for the chat template.
+    chat_template_kwargs: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -225,6 +220,26 @@ pub fn plan(
     }
 
     let stop = stop_strings(body.stop.as_ref())?;
+    let template_kwargs = match &body.chat_template_kwargs {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(kwargs)) => kwargs.clone(),
+        Some(other) => {
+            return Err(ApiError::invalid_param(
+                "chat_template_kwargs",
+                format!("chat_template_kwargs must be an object, not {other}"),
+            ))
+        }
+    };
+    let enable_thinking = match template_kwargs.get("enable_thinking") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(on)) => Some(*on),
+        Some(other) => {
+            return Err(ApiError::invalid_param(
+                "chat_template_kwargs.enable_thinking",
+                format!("chat_template_kwargs.enable_thinking must be true or false, not {other}"),
+            ))
+        }
+    };
     let (logprobs, top_logprobs) = logprobs(endpoint, body.logprobs.as_ref(), body.top_logprobs)?;
 
     let reasoning_budget = [
@@ -235,14 +250,12 @@ pub fn plan(
             "reasoning.max_tokens",
             body.reasoning.as_ref().and_then(|r| r.max_tokens),
         ),
-        // No thinking: the think section is closed after its first token (the
-        // template itself is not told; terse renders without template kwargs).
+        // No thinking: the template is told (one that reads it renders a closed
+        // think section), and for one that does not, the think section is closed
+        // after its first token.
         (
             "chat_template_kwargs.enable_thinking",
-            body.chat_template_kwargs
-                .as_ref()
-                .and_then(|k| k.enable_thinking)
-                .and_then(|on| (!on).then_some(1)),
+            enable_thinking.and_then(|on| (!on).then_some(1)),
         ),
     ]
     .into_iter()
@@ -271,6 +284,7 @@ pub fn plan(
             strategy,
             logprobs,
             top_logprobs,
+            template_kwargs,
         },
         n: n as usize,
         seed: body.seed.map(|s| s as u64),
@@ -636,6 +650,35 @@ mod tests {
         let on = chat(r#"{"messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": {"enable_thinking": true}}"#)
             .unwrap();
         assert_eq!(on.request.strategy, StrategySpec::none());
+    }
+
+    #[test]
+    fn template_kwargs_pass_through_and_must_be_an_object() {
+        let p = chat(r#"{"messages": [{"role": "user", "content": "x"}], "chat_template_kwargs": {"enable_thinking": true, "custom": [1, 2]}}"#)
+            .unwrap();
+        assert_eq!(
+            p.request.template_kwargs["custom"],
+            serde_json::json!([1, 2])
+        );
+        assert_eq!(
+            p.request.template_kwargs["enable_thinking"],
+            Value::Bool(true)
+        );
+        for (bad, param) in [
+            (r#""chat_template_kwargs": [1]"#, "chat_template_kwargs"),
+            (r#""chat_template_kwargs": "x""#, "chat_template_kwargs"),
+            (
+                r#""chat_template_kwargs": {"enable_thinking": "no"}"#,
+                "chat_template_kwargs.enable_thinking",
+            ),
+        ] {
+            let err = chat(&format!(
+                r#"{{"messages": [{{"role": "user", "content": "x"}}], {bad}}}"#
+            ))
+            .unwrap_err();
+            assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST, "{bad}");
+            assert_eq!(err.param.as_deref(), Some(param), "{bad}");
+        }
     }
 
     #[test]

@@ -97,6 +97,20 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, TemplateError> {
+        self.render_with(messages, add_generation_prompt, ())
+    }
+
+    /// Like [`ChatTemplate::render`], with more variables for the template (the
+    /// `chat_template_kwargs` of vLLM's and llama.cpp's servers, such as
+    /// `enable_thinking`): a map or struct whose fields the template may read. The
+    /// template's own variables (`messages`, `add_generation_prompt`, `bos_token`,
+    /// `eos_token`) win over fields of the same name.
+    pub fn render_with(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        kwargs: impl serde::Serialize,
+    ) -> Result<String, TemplateError> {
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
@@ -107,6 +121,7 @@ impl ChatTemplate {
                 add_generation_prompt => add_generation_prompt,
                 bos_token => self.bos_token.as_str(),
                 eos_token => self.eos_token.as_str(),
+                ..Value::from_serialize(&kwargs)
             })
             .map_err(TemplateError::Render)
     }
@@ -240,6 +255,25 @@ mod tests {
         assert_eq!(
             out,
             "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn template_kwargs_reach_the_template_and_its_own_variables_win() {
+        let source =
+            "{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}\
+{{ add_generation_prompt }}|{{ messages | length }}";
+        let template = ChatTemplate::new(source, "<s>", "</s>").unwrap();
+        let messages = msgs(&[("user", "Hi")]);
+        assert_eq!(template.render(&messages, true).unwrap(), "True|1");
+        let kwargs = serde_json::json!({
+            "enable_thinking": false,
+            "add_generation_prompt": false,
+            "messages": [],
+        });
+        assert_eq!(
+            template.render_with(&messages, true, &kwargs).unwrap(),
+            "<think></think>True|1"
         );
     }
 

@@ -192,6 +192,7 @@ fn run_steered(
         strategy: strategy.clone(),
         logprobs: false,
         top_logprobs: 0,
+        template_kwargs: serde_json::Map::new(),
     };
     let mut stdout = std::io::stdout();
     let mut last_kind = None;
