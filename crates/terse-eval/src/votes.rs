@@ -12,26 +12,29 @@
 use crate::grade::{grade, GradeOptions};
 use crate::record::Record;
 use serde::Serialize;
-use terse_reason::consistency::{replay, ConsistencyOptions};
+use terse_reason::consistency::{replay, trace_answer, ConsistencyOptions, TraceVote};
 
 /// The text a trace event carries when the trace gave no answer.
 const NO_ANSWER: &str = "(no answer)";
 
-/// One trace of a record: its answer and its cost in decoded tokens.
+/// One trace of a record: its vote and its cost in decoded tokens.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TraceVote {
-    pub answer: Option<String>,
+pub struct RecordedTrace {
+    pub vote: TraceVote,
     pub output_tokens: u64,
 }
 
 /// The traces of a record, in draw order.
-pub fn trace_votes(record: &Record) -> Vec<TraceVote> {
+pub fn recorded_traces(record: &Record) -> Vec<RecordedTrace> {
     record
         .events
         .iter()
         .filter(|e| e.strategy == "consistency" && e.kind.starts_with("trace"))
-        .map(|e| TraceVote {
-            answer: e.detail.clone().filter(|d| d != NO_ANSWER),
+        .map(|e| RecordedTrace {
+            vote: TraceVote {
+                answer: e.detail.clone().filter(|d| d != NO_ANSWER),
+                confidence: e.logprob,
+            },
             output_tokens: e.at_token,
         })
         .collect()
@@ -48,6 +51,44 @@ pub enum VoteReplayError {
         "record '{id}' holds {have} traces; the rule needs more (run with a larger max_samples)"
     )]
     TooFewTraces { id: String, have: usize },
+    #[error("problem '{id}' of the consistency run is not in the greedy run")]
+    MissingGreedy { id: String },
+}
+
+/// The records of a `fixed` run with each first trace replaced by the greedy run's
+/// answer to the same problem: the traces a `first_greedy` rule draws. Its trace
+/// j ≥ 1 samples with seed + j at the run's temperature, as the fixed run's trace j
+/// does, so only trace 0 differs. The greedy trace carries no confidence (a plain run
+/// records no log-probabilities). `correct` stays the fixed run's, so lost and gained
+/// are counted against it.
+pub fn with_greedy_first(
+    records: &[Record],
+    greedy: &[Record],
+) -> Result<Vec<Record>, VoteReplayError> {
+    records
+        .iter()
+        .map(|r| {
+            let g = greedy
+                .iter()
+                .find(|g| g.id == r.id)
+                .ok_or_else(|| VoteReplayError::MissingGreedy { id: r.id.clone() })?;
+            let mut r = r.clone();
+            let graded = match (&g.reasoning, g.output.trim().is_empty()) {
+                (Some(reasoning), true) => reasoning.as_str(),
+                _ => g.output.as_str(),
+            };
+            let first = r
+                .events
+                .iter_mut()
+                .find(|e| e.strategy == "consistency" && e.kind.starts_with("trace"));
+            if let Some(e) = first {
+                e.detail = Some(trace_answer(graded).unwrap_or_else(|| NO_ANSWER.into()));
+                e.at_token = g.usage.output_tokens;
+                e.logprob = None;
+            }
+            Ok(r)
+        })
+        .collect()
 }
 
 /// How a stopping rule would have done.
@@ -86,11 +127,11 @@ pub fn replay_votes(
                 strategy: r.strategy.clone(),
             });
         }
-        let votes = trace_votes(r);
-        let answers: Vec<Option<String>> = votes.iter().map(|v| v.answer.clone()).collect();
-        let replayed = replay(&answers, options).ok_or_else(|| VoteReplayError::TooFewTraces {
+        let recorded = recorded_traces(r);
+        let votes: Vec<TraceVote> = recorded.iter().map(|t| t.vote.clone()).collect();
+        let replayed = replay(&votes, options).ok_or_else(|| VoteReplayError::TooFewTraces {
             id: r.id.clone(),
-            have: votes.len(),
+            have: recorded.len(),
         })?;
         let right = replayed
             .answer
@@ -101,7 +142,7 @@ pub fn replay_votes(
         sim.gained += usize::from(!r.correct && right);
         sim.settled += usize::from(replayed.settled);
         traces += replayed.drawn;
-        cost += votes[..replayed.drawn]
+        cost += recorded[..replayed.drawn]
             .iter()
             .map(|v| v.output_tokens)
             .sum::<u64>();
@@ -164,6 +205,70 @@ mod tests {
         };
         let s = replay_votes(&[r], &fixed, &GradeOptions::default()).unwrap();
         assert_eq!((s.correct, s.settled, s.cost_mean), (1, 0, 390.0));
+    }
+
+    #[test]
+    fn a_replayed_confidence_vote_reads_each_traces_recorded_confidence() {
+        let mut r = record("9", &[("7", 100), ("9", 90), ("7", 80)]);
+        for (e, c) in r.events.iter_mut().zip([-2.0, -0.1, -2.0]) {
+            e.logprob = Some(c);
+        }
+        r.correct = false;
+        let fixed = |vote: &str| {
+            let spec = terse_reason::StrategySpec::parse(
+                "consistency",
+                &[
+                    "rule=fixed".into(),
+                    "max_samples=3".into(),
+                    format!("vote={vote}"),
+                ],
+            )
+            .unwrap();
+            spec.consistency().unwrap().clone()
+        };
+        let plain = replay_votes(
+            std::slice::from_ref(&r),
+            &fixed("majority"),
+            &GradeOptions::default(),
+        );
+        assert_eq!(plain.unwrap().correct, 0);
+        let weighted = replay_votes(&[r], &fixed("confidence"), &GradeOptions::default()).unwrap();
+        assert_eq!(
+            (weighted.correct, weighted.gained, weighted.cost_mean),
+            (1, 1, 270.0)
+        );
+    }
+
+    #[test]
+    fn a_greedy_first_trace_replaces_trace_zero_and_keeps_the_samples() {
+        let fixed = record("72", &[("48", 100), ("72", 80), ("72", 90)]);
+        let mut greedy = crate::record::tests::record("p", true, 0);
+        greedy.output = "She has 70 + 2 = \\boxed{72} apples.".into();
+        greedy.usage.output_tokens = 60;
+        let replaced = with_greedy_first(std::slice::from_ref(&fixed), &[greedy]).unwrap();
+        let traces = recorded_traces(&replaced[0]);
+        assert_eq!(traces[0].vote.answer.as_deref(), Some("72"));
+        assert_eq!(
+            (traces[0].output_tokens, traces[0].vote.confidence),
+            (60, None)
+        );
+        assert_eq!(traces[1..], recorded_traces(&fixed)[1..]);
+        // The greedy check: stop when the first sample agrees with the greedy trace.
+        let check = ConsistencyOptions {
+            rule: StopRule::Window,
+            window: 2,
+            max_samples: 3,
+            first_greedy: true,
+            ..Default::default()
+        };
+        let s = replay_votes(&replaced, &check, &GradeOptions::default()).unwrap();
+        assert_eq!((s.correct, s.traces_mean, s.cost_mean), (1, 2.0, 140.0));
+        let mut elsewhere = crate::record::tests::record("q", true, 0);
+        elsewhere.output = "72".into();
+        assert_eq!(
+            with_greedy_first(&[fixed], &[elsewhere]).unwrap_err(),
+            VoteReplayError::MissingGreedy { id: "p".into() }
+        );
     }
 
     #[test]

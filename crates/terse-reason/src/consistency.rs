@@ -19,6 +19,16 @@
 //! its mean token log-probability (its confidence) and whether it voted with the
 //! winner are kept as events. Any other stages of the chain steer every trace.
 //!
+//! DeepConf's offline filter (Fu et al. 2025) decides the answer among the traces
+//! drawn: `keep` < 1 lets only the most confident `⌈keep · n⌉` of the n traces with an
+//! answer vote (DeepConf-low keeps 10%, -high 90%), and `vote = "confidence"` weighs
+//! each vote by the trace's confidence, exp(mean token log-probability), the
+//! geometric-mean probability of its tokens. (DeepConf's own confidence is a
+//! sliding-window mean of the top-k log-probabilities; the trace mean of the sampled
+//! tokens is what every backend that returns log-probabilities gives.) The stopping
+//! rules count plain votes either way, so a filtered run draws the same traces as
+//! an unfiltered one and only its answer can differ.
+//!
 //! Trace `j` samples with seed `seed + j` at the configured `temperature`, so a run
 //! that stops after m traces drew exactly the first m traces of a `fixed` run. With
 //! `first_greedy` the first trace is the greedy one (plain chain of thought) and the
@@ -29,6 +39,17 @@ use crate::strategy::answer::{last_boxed, normalize};
 use crate::{Backend, BackendError, Completion, CompletionRequest, StrategyEvent, Usage};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
+
+/// How the drawn traces' answers are combined (after the `keep` filter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Vote {
+    /// One trace, one vote.
+    #[default]
+    Majority,
+    /// Each vote weighs exp(the trace's mean token log-probability).
+    Confidence,
+}
 
 /// When to stop drawing traces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -58,6 +79,11 @@ pub struct ConsistencyOptions {
     pub temperature: f32,
     /// Decode the first trace greedily (temperature 0) and sample the rest.
     pub first_greedy: bool,
+    /// How the answers are combined.
+    pub vote: Vote,
+    /// The fraction of the traces with an answer, the most confident first, that
+    /// vote (1: all of them).
+    pub keep: f64,
 }
 
 impl Default for ConsistencyOptions {
@@ -70,11 +96,18 @@ impl Default for ConsistencyOptions {
             round: None,
             temperature: 0.7,
             first_greedy: false,
+            vote: Vote::Majority,
+            keep: 1.0,
         }
     }
 }
 
 impl ConsistencyOptions {
+    /// Whether the answer depends on the traces' confidences.
+    pub fn needs_confidence(&self) -> bool {
+        self.vote == Vote::Confidence || self.keep < 1.0
+    }
+
     /// Traces per round.
     pub fn round_size(&self) -> usize {
         self.round
@@ -141,23 +174,77 @@ fn last_number(text: &str) -> Option<&str> {
     None
 }
 
+/// One drawn trace as the vote sees it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TraceVote {
+    /// `None`: the trace gave no answer, and does not vote.
+    pub answer: Option<String>,
+    /// Mean token log-probability; `None` when the backend gave none.
+    pub confidence: Option<f32>,
+}
+
 /// The vote so far: answers with their counts, in the order first reached.
 #[derive(Debug, Default)]
 struct Tally {
     counts: Vec<(String, usize)>,
-    /// Answers in draw order (`None`: the trace gave none, and does not vote).
-    answers: Vec<Option<String>>,
+    /// The traces in draw order.
+    traces: Vec<TraceVote>,
 }
 
 impl Tally {
-    fn add(&mut self, answer: Option<String>) {
-        if let Some(a) = &answer {
+    fn add(&mut self, trace: TraceVote) {
+        if let Some(a) = &trace.answer {
             match self.counts.iter_mut().find(|(x, _)| x == a) {
                 Some((_, n)) => *n += 1,
                 None => self.counts.push((a.clone(), 1)),
             }
         }
-        self.answers.push(answer);
+        self.traces.push(trace);
+    }
+
+    /// Which traces vote: those with an answer, and of them only the most confident
+    /// `⌈keep · n⌉` (at least one) when `keep` < 1. In draw order.
+    fn voters(&self, options: &ConsistencyOptions) -> Vec<usize> {
+        let mut voters: Vec<usize> = (0..self.traces.len())
+            .filter(|&j| self.traces[j].answer.is_some())
+            .collect();
+        if options.keep < 1.0 && !voters.is_empty() {
+            let n = ((options.keep * voters.len() as f64).ceil() as usize).clamp(1, voters.len());
+            let confidence = |j: usize| self.traces[j].confidence.unwrap_or(f32::NEG_INFINITY);
+            // Stable: equally confident traces keep their draw order.
+            let mut by_confidence = voters.clone();
+            by_confidence.sort_by(|&a, &b| confidence(b).total_cmp(&confidence(a)));
+            by_confidence.truncate(n);
+            voters.retain(|j| by_confidence.contains(j));
+        }
+        voters
+    }
+
+    /// The answer of the vote among [`Tally::voters`], weighted as `options.vote`
+    /// says; ties go to the answer reached first.
+    fn winner(&self, options: &ConsistencyOptions) -> Option<String> {
+        let mut weights: Vec<(&str, f64)> = Vec::new();
+        for j in self.voters(options) {
+            let trace = &self.traces[j];
+            let Some(answer) = trace.answer.as_deref() else {
+                continue;
+            };
+            let weight = match options.vote {
+                Vote::Majority => 1.0,
+                Vote::Confidence => trace.confidence.map_or(0.0, |c| f64::from(c).exp()),
+            };
+            match weights.iter_mut().find(|(a, _)| *a == answer) {
+                Some((_, w)) => *w += weight,
+                None => weights.push((answer, weight)),
+            }
+        }
+        let mut best: Option<(&str, f64)> = None;
+        for (a, w) in weights {
+            if best.is_none_or(|(_, m)| w > m) {
+                best = Some((a, w));
+            }
+        }
+        best.map(|(a, _)| a.to_string())
     }
 
     /// The leading answer (ties: the one reached first) and the top two counts.
@@ -187,9 +274,9 @@ impl Tally {
                 .is_some_and(|(_, a, b)| beta_majority_probability(a, b) >= options.threshold),
             StopRule::Window => {
                 let w = options.window;
-                self.answers.len() >= w && {
-                    let last = &self.answers[self.answers.len() - w..];
-                    last[0].is_some() && last.iter().all(|a| a == &last[0])
+                self.traces.len() >= w && {
+                    let last = &self.traces[self.traces.len() - w..];
+                    last[0].answer.is_some() && last.iter().all(|t| t.answer == last[0].answer)
                 }
             }
         }
@@ -203,6 +290,16 @@ pub fn complete<B: Backend + ?Sized>(
     options: &ConsistencyOptions,
 ) -> Result<Completion, BackendError> {
     let start = Instant::now();
+    let no_logprobs = || {
+        BackendError::from(crate::StrategyError::Unsupported {
+            strategy: "consistency".into(),
+            what: "token log-probabilities (for vote = \"confidence\" or keep < 1)",
+            backend: backend.fingerprint(),
+        })
+    };
+    if options.needs_confidence() && !backend.capabilities().logprobs {
+        return Err(no_logprobs());
+    }
     let trace_request = |j: usize| CompletionRequest {
         strategy: request.strategy.without_consistency(),
         // The confidence of each trace is its mean token log-probability.
@@ -214,20 +311,34 @@ pub fn complete<B: Backend + ?Sized>(
     let (tally, settled) = draw_rounds::<BackendError>(options, |range| {
         let requests: Vec<CompletionRequest> = range.map(trace_request).collect();
         let drawn = backend.complete_siblings(&requests)?;
-        let answers = drawn
+        let votes: Vec<TraceVote> = drawn
             .iter()
-            .map(|t| trace_answer(&graded_text(t)))
+            .map(|t| TraceVote {
+                answer: trace_answer(&graded_text(t)),
+                confidence: confidence(t),
+            })
             .collect();
+        if options.needs_confidence() && votes.iter().any(|v| v.confidence.is_none()) {
+            return Err(no_logprobs());
+        }
         traces.extend(drawn);
-        Ok(answers)
+        Ok(votes)
     })?;
     Ok(merge(
         traces,
         &tally,
         settled,
+        options,
         request.logprobs,
         start.elapsed().as_secs_f64(),
     ))
+}
+
+/// A trace's confidence: its mean token log-probability.
+fn confidence(trace: &Completion) -> Option<f32> {
+    (!trace.logprobs.is_empty()).then(|| {
+        trace.logprobs.iter().map(|l| l.logprob).sum::<f32>() / trace.logprobs.len() as f32
+    })
 }
 
 /// How trace `j` samples: `base` at the traces' temperature (greedy for the first
@@ -249,20 +360,20 @@ pub fn trace_sampling(
 }
 
 /// Draws rounds of traces until the vote is settled or `max_samples` are drawn.
-/// `draw(j..k)` draws traces `j..k` and returns their answers; the tally and whether
+/// `draw(j..k)` draws traces `j..k` and returns their votes; the tally and whether
 /// the vote settled come back.
 fn draw_rounds<E>(
     options: &ConsistencyOptions,
-    mut draw: impl FnMut(std::ops::Range<usize>) -> Result<Vec<Option<String>>, E>,
+    mut draw: impl FnMut(std::ops::Range<usize>) -> Result<Vec<TraceVote>, E>,
 ) -> Result<(Tally, bool), E> {
     let mut tally = Tally::default();
     let round = options.round_size();
     let mut settled = false;
-    while tally.answers.len() < options.max_samples && !settled {
-        let drawn = tally.answers.len();
+    while tally.traces.len() < options.max_samples && !settled {
+        let drawn = tally.traces.len();
         let n = round.min(options.max_samples - drawn);
-        for answer in draw(drawn..drawn + n)? {
-            tally.add(answer);
+        for trace in draw(drawn..drawn + n)? {
+            tally.add(trace);
         }
         settled = tally.settled(options);
     }
@@ -274,23 +385,23 @@ fn draw_rounds<E>(
 pub struct Replayed {
     /// Traces the rule draws (the first `drawn` of those given).
     pub drawn: usize,
-    /// The majority answer of those traces.
+    /// The answer of those traces' vote.
     pub answer: Option<String>,
     /// Whether the rule settled before `max_samples`.
     pub settled: bool,
 }
 
-/// Replays `options`' stopping rule on the answers of traces drawn with the same
-/// seeds, in draw order (a `fixed` run's traces: trace `j` is the same whatever the
-/// rule). `None` when the rule would need more traces than `answers` holds.
-pub fn replay(answers: &[Option<String>], options: &ConsistencyOptions) -> Option<Replayed> {
+/// Replays `options`' stopping rule and vote on traces drawn with the same seeds, in
+/// draw order (a `fixed` run's traces: trace `j` is the same whatever the rule).
+/// `None` when the rule would need more traces than `traces` holds.
+pub fn replay(traces: &[TraceVote], options: &ConsistencyOptions) -> Option<Replayed> {
     let (tally, settled) = draw_rounds(options, |range| {
-        answers.get(range).map(<[_]>::to_vec).ok_or(())
+        traces.get(range).map(<[_]>::to_vec).ok_or(())
     })
     .ok()?;
     Some(Replayed {
-        drawn: tally.answers.len(),
-        answer: tally.leader().map(|(a, _, _)| a.to_string()),
+        drawn: tally.traces.len(),
+        answer: tally.winner(options),
         settled,
     })
 }
@@ -310,10 +421,12 @@ fn merge(
     traces: Vec<Completion>,
     tally: &Tally,
     settled: bool,
+    options: &ConsistencyOptions,
     keep_logprobs: bool,
     latency_s: f64,
 ) -> Completion {
-    let winner = tally.leader().map(|(a, _, _)| a.to_string());
+    let winner = tally.winner(options);
+    let voters = tally.voters(options);
     let chosen = traces
         .iter()
         .position(|t| trace_answer(&graded_text(t)) == winner)
@@ -326,21 +439,20 @@ fn merge(
         usage.add_work(u);
         usage.prompt_cached_tokens += u.prompt_cached_tokens;
         engine_time = crate::EngineTime::sum(engine_time, trace.engine_time);
-        let confidence = (!trace.logprobs.is_empty()).then(|| {
-            trace.logprobs.iter().map(|l| l.logprob).sum::<f32>() / trace.logprobs.len() as f32
-        });
-        let answer = tally.answers.get(j).cloned().flatten();
-        let voted_with_winner = answer.is_some() && answer == winner;
+        let vote = tally.traces.get(j).cloned().unwrap_or_default();
+        let kind = if vote.answer.is_some() && !voters.contains(&j) {
+            "trace-dropped"
+        } else if vote.answer.is_some() && vote.answer == winner {
+            "trace"
+        } else {
+            "trace-outvoted"
+        };
         events.push(StrategyEvent {
             strategy: "consistency".into(),
-            kind: if voted_with_winner {
-                "trace".into()
-            } else {
-                "trace-outvoted".into()
-            },
+            kind: kind.into(),
             at_token: u.output_tokens,
-            detail: Some(answer.unwrap_or_else(|| "(no answer)".into())),
-            logprob: confidence,
+            detail: Some(vote.answer.unwrap_or_else(|| "(no answer)".into())),
+            logprob: vote.confidence,
             probe_tokens: None,
         });
         events.extend(trace.events.iter().cloned());
@@ -396,6 +508,15 @@ fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scripted::{completion, ScriptedBackend};
+
+    /// A trace that answers `answer` ("" for none) at `confidence`.
+    fn vote(answer: &str, confidence: f32) -> TraceVote {
+        TraceVote {
+            answer: (!answer.is_empty()).then(|| answer.to_string()),
+            confidence: Some(confidence),
+        }
+    }
 
     #[test]
     fn the_first_trace_is_greedy_only_when_asked_and_every_trace_has_its_seed() {
@@ -439,18 +560,14 @@ mod tests {
         let options = ConsistencyOptions::default();
         let mut tally = Tally::default();
         for n in 1..=4 {
-            tally.add(Some("18".into()));
+            tally.add(vote("18", -0.1));
             assert_eq!(tally.settled(&options), n == 4, "after {n}");
         }
     }
 
     #[test]
     fn a_replay_draws_in_rounds_and_stops_where_the_rule_settles() {
-        let a = |xs: &[&str]| -> Vec<Option<String>> {
-            xs.iter()
-                .map(|x| (!x.is_empty()).then(|| x.to_string()))
-                .collect()
-        };
+        let a = |xs: &[&str]| -> Vec<TraceVote> { xs.iter().map(|x| vote(x, -0.1)).collect() };
         let traces = a(&["7", "", "7", "7", "7"]);
         // Beta one at a time: the fourth "7" arrives with the fifth trace.
         let beta = replay(&traces, &ConsistencyOptions::default()).unwrap();
@@ -484,14 +601,14 @@ mod tests {
             ..ConsistencyOptions::default()
         };
         let mut tally = Tally::default();
-        tally.add(Some("3".into()));
-        tally.add(Some("4".into()));
+        tally.add(vote("3", -0.1));
+        tally.add(vote("4", -0.1));
         assert!(!tally.settled(&options));
-        tally.add(Some("4".into()));
+        tally.add(vote("4", -0.1));
         assert!(tally.settled(&options));
         let mut none = Tally::default();
-        none.add(None);
-        none.add(None);
+        none.add(vote("", -0.1));
+        none.add(vote("", -0.1));
         assert!(
             !none.settled(&options),
             "traces without answers settle nothing"
@@ -502,9 +619,144 @@ mod tests {
     fn ties_go_to_the_answer_reached_first() {
         let mut tally = Tally::default();
         for a in ["7", "9", "9", "7", "1"] {
-            tally.add(Some(a.into()));
+            tally.add(vote(a, -0.1));
         }
         assert_eq!(tally.leader(), Some(("7", 2, 2)));
+        assert_eq!(
+            tally.winner(&ConsistencyOptions::default()).as_deref(),
+            Some("7")
+        );
+    }
+
+    #[test]
+    fn a_confidence_vote_weighs_each_trace_by_its_geometric_mean_probability() {
+        let mut tally = Tally::default();
+        // Two unsure traces say 7 (e^-2 each: 0.27 together), one sure trace says 9.
+        tally.add(vote("7", -2.0));
+        tally.add(vote("9", -0.1));
+        tally.add(vote("7", -2.0));
+        let majority = ConsistencyOptions::default();
+        assert_eq!(tally.winner(&majority).as_deref(), Some("7"));
+        let weighted = ConsistencyOptions {
+            vote: Vote::Confidence,
+            ..ConsistencyOptions::default()
+        };
+        assert_eq!(tally.winner(&weighted).as_deref(), Some("9"));
+        // Stopping counts plain votes whatever the vote.
+        assert_eq!(tally.leader(), Some(("7", 2, 1)));
+    }
+
+    #[test]
+    fn keep_lets_only_the_most_confident_traces_with_an_answer_vote() {
+        let mut tally = Tally::default();
+        for (a, c) in [
+            ("5", -0.9),
+            ("", -0.01),
+            ("8", -0.2),
+            ("5", -0.8),
+            ("8", -0.3),
+        ] {
+            tally.add(vote(a, c));
+        }
+        let keep = |keep| ConsistencyOptions {
+            keep,
+            ..ConsistencyOptions::default()
+        };
+        // Four traces answer; keep 0.5 keeps ⌈2⌉ of them, the two 8s, in draw order.
+        assert_eq!(tally.voters(&keep(0.5)), vec![2, 4]);
+        assert_eq!(tally.winner(&keep(0.5)).as_deref(), Some("8"));
+        // DeepConf-low's 10% still keeps one trace.
+        assert_eq!(tally.voters(&keep(0.1)), vec![2]);
+        // All of them: a 2–2 tie goes to the answer reached first.
+        assert_eq!(tally.voters(&keep(1.0)), vec![0, 2, 3, 4]);
+        assert_eq!(tally.winner(&keep(1.0)).as_deref(), Some("5"));
+    }
+
+    /// Trace j answers `answers[j]` at mean log-probability `confidences[j]`.
+    fn scripted(answers: &'static [&str], confidences: &'static [f32]) -> ScriptedBackend {
+        ScriptedBackend::new(move |request| {
+            let j = (request.sampling.seed - 7) as usize;
+            let mut c = completion(
+                &format!("so \\boxed{{{}}}", answers[j]),
+                Usage {
+                    output_tokens: 10,
+                    ..Usage::default()
+                },
+            );
+            c.logprobs = vec![
+                crate::TokenLogprob {
+                    text: "x".into(),
+                    logprob: confidences[j],
+                    top: Vec::new(),
+                };
+                10
+            ];
+            c
+        })
+    }
+
+    #[test]
+    fn a_filtered_vote_answers_with_the_confident_traces_and_marks_the_dropped() {
+        let backend =
+            scripted(&["5", "8", "5", "8", "5"], &[-1.5, -0.1, -1.2, -0.2, -1.0]).with_logprobs();
+        let mut request = CompletionRequest::chat(
+            vec![crate::ChatMessage::new("user", "Q?")],
+            crate::SamplerConfig::default(),
+            64,
+        );
+        request.sampling.seed = 7;
+        let options = ConsistencyOptions {
+            rule: StopRule::Fixed,
+            keep: 0.4,
+            ..ConsistencyOptions::default()
+        };
+        let c = complete(&backend, &request, &options).unwrap();
+        assert_eq!(c.text, "so \\boxed{8}");
+        let kinds: Vec<&str> = c
+            .events
+            .iter()
+            .filter(|e| e.kind.starts_with("trace"))
+            .map(|e| e.kind.as_str())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "trace-dropped",
+                "trace",
+                "trace-dropped",
+                "trace",
+                "trace-dropped"
+            ]
+        );
+        // Every trace drawn is paid for, dropped or not.
+        assert_eq!(c.usage.output_tokens, 50);
+        let plain = complete(
+            &backend,
+            &request,
+            &ConsistencyOptions {
+                keep: 1.0,
+                ..options.clone()
+            },
+        );
+        assert_eq!(plain.unwrap().text, "so \\boxed{5}");
+    }
+
+    #[test]
+    fn a_confidence_vote_on_a_backend_without_logprobs_is_refused_before_drawing() {
+        let backend = scripted(&["5"], &[-0.1]);
+        let options = ConsistencyOptions {
+            vote: Vote::Confidence,
+            ..ConsistencyOptions::default()
+        };
+        let mut request = CompletionRequest::chat(
+            vec![crate::ChatMessage::new("user", "Q?")],
+            crate::SamplerConfig::default(),
+            64,
+        );
+        request.sampling.seed = 7;
+        let err = complete(&backend, &request, &options).unwrap_err();
+        assert!(err.to_string().contains("log-probabilities"), "{err}");
+        assert!(backend.requests().is_empty());
     }
 
     #[test]

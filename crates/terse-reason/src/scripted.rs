@@ -13,6 +13,7 @@ type Answer = dyn Fn(&CompletionRequest) -> Completion + Send + Sync;
 pub(crate) struct ScriptedBackend {
     answer: Box<Answer>,
     requests: Mutex<Vec<CompletionRequest>>,
+    logprobs: bool,
 }
 
 impl ScriptedBackend {
@@ -22,7 +23,14 @@ impl ScriptedBackend {
         ScriptedBackend {
             answer: Box::new(answer),
             requests: Mutex::new(Vec::new()),
+            logprobs: false,
         }
+    }
+
+    /// Says it returns log-probabilities (the closure's completions carry them).
+    pub(crate) fn with_logprobs(mut self) -> Self {
+        self.logprobs = true;
+        self
     }
 
     pub(crate) fn requests(&self) -> Vec<CompletionRequest> {
@@ -58,7 +66,7 @@ impl Backend for ScriptedBackend {
         Capabilities {
             logits: false,
             hidden_states: false,
-            logprobs: false,
+            logprobs: self.logprobs,
         }
     }
 

@@ -422,6 +422,12 @@ impl Stage {
                     o.temperature > 0.0 && o.temperature.is_finite(),
                     "> 0 (identical greedy traces would vote alike)",
                 )?;
+                range(
+                    "keep",
+                    o.keep.to_string(),
+                    o.keep > 0.0 && o.keep <= 1.0,
+                    "above 0, at most 1 (the fraction of traces that vote)",
+                )?;
                 match o.round {
                     Some(r) => range("round", r.to_string(), r >= 1, "at least 1"),
                     None => Ok(()),

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use terse_eval::compare::load_run;
 use terse_eval::probes::{oracle, simulate, StopRule};
 use terse_eval::record::Record;
-use terse_eval::votes::{replay_votes, trace_votes};
+use terse_eval::votes::{recorded_traces, replay_votes, with_greedy_first};
 use terse_eval::GradeOptions;
 use terse_reason::consistency::ConsistencyOptions;
 use terse_reason::StrategySpec;
@@ -31,12 +31,27 @@ pub struct OracleArgs {
     /// Least mean log-probability of the deciding probe's answer (`none` = no rule).
     #[arg(long, value_delimiter = ',', default_value = "none,-0.02,-0.1,-0.3")]
     pub min_logprob: Vec<String>,
+    /// Consistency: fractions of the traces, most confident first, that vote
+    /// (DeepConf's filter), each replayed with a plain and a confidence-weighted vote.
+    #[arg(long, value_delimiter = ',', default_value = "1,0.9,0.6,0.4,0.1")]
+    pub keep: Vec<f64>,
+    /// Consistency: a greedy run (`--strategy none`, temperature 0) on the same
+    /// problems, whose answers stand in for each first trace to replay `first_greedy`
+    /// rules.
+    #[arg(long)]
+    pub greedy: Option<PathBuf>,
 }
 
 pub fn run(args: OracleArgs) -> Result<()> {
     let run = load_run(&args.run).with_context(|| format!("loading run {}", args.run.display()))?;
-    if run.records.iter().any(|r| !trace_votes(r).is_empty()) {
-        return consistency_rules(&run.label, &run.records, &args);
+    if run.records.iter().any(|r| !recorded_traces(r).is_empty()) {
+        consistency_rules(&run.label, &run.records, &args)?;
+        if let Some(path) = &args.greedy {
+            let greedy =
+                load_run(path).with_context(|| format!("loading run {}", path.display()))?;
+            greedy_first_rules(&run.records, &greedy.label, &greedy.records, &args)?;
+        }
+        return Ok(());
     }
     if !run
         .records
@@ -102,26 +117,99 @@ pub fn run(args: OracleArgs) -> Result<()> {
     Ok(())
 }
 
+/// A replayed rule, through the strategy's own option parser, so it is one
+/// `--strategy consistency` would accept (and a bad value is the same error).
+fn rule(
+    max_samples: usize,
+    name: String,
+    options: &[String],
+) -> Result<(String, ConsistencyOptions)> {
+    let mut all = vec![format!("max_samples={max_samples}")];
+    all.extend_from_slice(options);
+    let spec = StrategySpec::parse("consistency", &all)
+        .with_context(|| format!("replaying {name} on {max_samples} traces"))?;
+    let options = spec
+        .consistency()
+        .cloned()
+        .context("a consistency chain has a consistency stage")?;
+    Ok((name, options))
+}
+
+fn max_samples(records: &[Record]) -> usize {
+    records
+        .iter()
+        .map(|r| recorded_traces(r).len())
+        .min()
+        .unwrap_or(0)
+}
+
+/// `first_greedy` rules: the greedy run's answer as trace 0, the fixed run's samples
+/// after it.
+fn greedy_first_rules(
+    records: &[Record],
+    greedy_label: &str,
+    greedy: &[Record],
+    args: &OracleArgs,
+) -> Result<()> {
+    let replaced = with_greedy_first(records, greedy)?;
+    let options = GradeOptions::default();
+    let fixed_cost = replay_votes(
+        records,
+        &rule(max_samples(records), "fixed".into(), &["rule=fixed".into()])?.1,
+        &options,
+    )?
+    .cost_mean;
+    println!("\n## First trace greedy ({greedy_label}), then the samples\n");
+    println!("Each first trace is the greedy run's answer and tokens; lost / gained and cost / fixed are against the fixed run above.\n");
+    println!("| rule | max traces | right | lost / gained | settled early | mean traces | mean cost tokens | cost / fixed |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let most = max_samples(records);
+    let mut rules = Vec::new();
+    for max in (2..=most).filter(|&m| m == 3 || m == most) {
+        for &window in args.window.iter().filter(|&&w| (2..=max).contains(&w)) {
+            rules.push((
+                max,
+                rule(
+                    max,
+                    format!("window {window}"),
+                    &[
+                        "rule=window".into(),
+                        format!("window={window}"),
+                        "first_greedy=true".into(),
+                    ],
+                )?,
+            ));
+        }
+        rules.push((
+            max,
+            rule(
+                max,
+                "fixed".into(),
+                &["rule=fixed".into(), "first_greedy=true".into()],
+            )?,
+        ));
+    }
+    for (max, (name, rule)) in rules {
+        let s = replay_votes(&replaced, &rule, &options)
+            .with_context(|| format!("replaying {name} after the greedy trace"))?;
+        println!(
+            "| {name} | {max} | {} | {} / {} | {} | {:.2} | {:.1} | {:.3} |",
+            s.correct,
+            s.lost,
+            s.gained,
+            s.settled,
+            s.traces_mean,
+            s.cost_mean,
+            s.cost_mean / fixed_cost.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
 /// Adaptive stopping rules replayed on a `fixed` consistency run's traces.
 fn consistency_rules(label: &str, records: &[Record], args: &OracleArgs) -> Result<()> {
-    let max_samples = records
-        .iter()
-        .map(|r| trace_votes(r).len())
-        .min()
-        .unwrap_or(0);
-    // Every rule goes through the strategy's own option parser, so a replayed rule is
-    // one `--strategy consistency` would accept (and a bad value is the same error).
-    let rule = |name: String, options: &[String]| -> Result<(String, ConsistencyOptions)> {
-        let mut all = vec![format!("max_samples={max_samples}")];
-        all.extend_from_slice(options);
-        let spec = StrategySpec::parse("consistency", &all)
-            .with_context(|| format!("replaying {name} on {max_samples} traces"))?;
-        let options = spec
-            .consistency()
-            .cloned()
-            .context("a consistency chain has a consistency stage")?;
-        Ok((name, options))
-    };
+    let max_samples = max_samples(records);
+    let rule = |name: String, options: &[String]| rule(max_samples, name, options);
     let mut rules = vec![rule("fixed".into(), &["rule=fixed".into()])?];
     for &threshold in &args.threshold {
         rules.push(rule(
@@ -161,6 +249,29 @@ fn consistency_rules(label: &str, records: &[Record], args: &OracleArgs) -> Resu
             s.cost_mean,
             s.cost_mean / base.max(1e-9)
         );
+    }
+
+    println!("\n## Confidence filter and vote (DeepConf offline) on all {max_samples} traces\n");
+    println!("A trace's confidence is its mean token log-probability; `keep` lets the most confident fraction of the traces with an answer vote, `confidence` weighs each vote by exp(confidence). Cost is the fixed run's: the filter decides only the answer.\n");
+    println!("| keep | vote | right | lost / gained |");
+    println!("|---:|---|---:|---:|");
+    for &keep in &args.keep {
+        for vote in ["majority", "confidence"] {
+            let (_, rule) = rule(
+                format!("keep {keep} vote {vote}"),
+                &[
+                    "rule=fixed".into(),
+                    format!("keep={keep}"),
+                    format!("vote={vote}"),
+                ],
+            )?;
+            let s = replay_votes(records, &rule, &options)
+                .with_context(|| format!("replaying keep {keep} vote {vote}"))?;
+            println!(
+                "| {keep} | {vote} | {} | {} / {} |",
+                s.correct, s.lost, s.gained
+            );
+        }
     }
     Ok(())
 }
