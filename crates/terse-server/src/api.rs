@@ -66,6 +66,8 @@ struct Body {
     response_format: Option<Value>,
     /// vLLM's and llama.cpp's: more variables for the chat template.
     chat_template_kwargs: Option<Value>,
+    tools: Option<Value>,
+    tool_choice: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +87,10 @@ struct Message {
     role: String,
     #[serde(default)]
     content: Value,
+    #[serde(default)]
+    tool_calls: Option<Value>,
+    #[serde(default)]
+    tool_call_id: Option<String>,
 }
 
 /// A request, mapped: what to run, how many times and how to answer.
@@ -101,6 +107,9 @@ pub struct Plan {
     pub include_usage: bool,
     /// The model name to echo back.
     pub model: String,
+    /// The names of the tools offered (in the template's `tools`): the answer's
+    /// calls to them are parsed out of it. Empty: none offered.
+    pub tools: Vec<String>,
 }
 
 impl Plan {
@@ -220,7 +229,7 @@ pub fn plan(
     }
 
     let stop = stop_strings(body.stop.as_ref())?;
-    let template_kwargs = match &body.chat_template_kwargs {
+    let mut template_kwargs = match &body.chat_template_kwargs {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(kwargs)) => kwargs.clone(),
         Some(other) => {
@@ -240,6 +249,19 @@ pub fn plan(
             ))
         }
     };
+    let tools = match endpoint {
+        Endpoint::Chat => crate::tools::offered(body.tools.as_ref(), body.tool_choice.as_ref())?,
+        Endpoint::Completions if body.tools.is_some() => {
+            return Err(ApiError::invalid_param(
+                "tools",
+                "tools are offered on /v1/chat/completions, not /v1/completions",
+            ))
+        }
+        Endpoint::Completions => None,
+    };
+    if let Some(tools) = &tools {
+        template_kwargs.insert("tools".into(), Value::Array(tools.clone()));
+    }
     let (logprobs, top_logprobs) = logprobs(endpoint, body.logprobs.as_ref(), body.top_logprobs)?;
 
     let reasoning_budget = [
@@ -295,6 +317,10 @@ pub fn plan(
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
         model,
+        tools: tools
+            .as_deref()
+            .map(crate::tools::names)
+            .unwrap_or_default(),
     })
 }
 
@@ -339,10 +365,13 @@ fn messages(messages: Option<&[Message]>) -> Result<Vec<ChatMessage>, ApiError> 
                 "system" | "developer" => "system",
                 "user" => "user",
                 "assistant" => "assistant",
+                "tool" => "tool",
                 other => {
                     return Err(ApiError::invalid_param(
                         &format!("messages[{i}].role"),
-                        format!("role '{other}' is not one of system, developer, user, assistant"),
+                        format!(
+                            "role '{other}' is not one of system, developer, user, assistant, tool"
+                        ),
                     ))
                 }
             };
@@ -358,7 +387,24 @@ fn messages(messages: Option<&[Message]>) -> Result<Vec<ChatMessage>, ApiError> 
                     ))
                 }
             };
-            Ok(ChatMessage::new(role, content))
+            let mut message = ChatMessage::new(role, content);
+            match (&m.tool_calls, role) {
+                (None | Some(Value::Null), _) => {}
+                (Some(calls), "assistant") => {
+                    message.tool_calls =
+                        crate::tools::history_calls(&format!("messages[{i}].tool_calls"), calls)?;
+                }
+                (Some(_), _) => {
+                    return Err(ApiError::invalid_param(
+                        &format!("messages[{i}].tool_calls"),
+                        "only an assistant message carries tool_calls",
+                    ))
+                }
+            }
+            if role == "tool" {
+                message.tool_call_id = m.tool_call_id.clone();
+            }
+            Ok(message)
         })
         .collect()
 }
@@ -679,6 +725,51 @@ mod tests {
             assert_eq!(err.status, axum::http::StatusCode::BAD_REQUEST, "{bad}");
             assert_eq!(err.param.as_deref(), Some(param), "{bad}");
         }
+    }
+
+    #[test]
+    fn offered_tools_reach_the_template_and_a_tool_conversation_maps_onto_messages() {
+        let p = chat(
+            r#"{"messages": [
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "18 C"}],
+              "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.tools, ["get_weather"]);
+        assert_eq!(
+            p.request.template_kwargs["tools"][0]["function"]["name"],
+            "get_weather"
+        );
+        let Prompt::Chat(messages) = &p.request.prompt else {
+            panic!("a chat prompt")
+        };
+        assert_eq!(
+            messages[1].tool_calls[0]["function"]["arguments"],
+            serde_json::json!({"city": "Paris"})
+        );
+        assert_eq!(
+            (
+                messages[2].role.as_str(),
+                messages[2].tool_call_id.as_deref()
+            ),
+            ("tool", Some("call_1"))
+        );
+        // "none" keeps the tools out of the prompt; no tools, no parsing.
+        let none = chat(r#"{"messages": [{"role": "user", "content": "x"}], "tool_choice": "none", "tools": [{"type": "function", "function": {"name": "f"}}]}"#).unwrap();
+        assert!(none.tools.is_empty() && !none.request.template_kwargs.contains_key("tools"));
+        let err = chat(r#"{"messages": [{"role": "user", "content": "x", "tool_calls": []}]}"#)
+            .unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("messages[0].tool_calls"));
+        let err = plan(
+            Endpoint::Completions,
+            br#"{"prompt": "x", "tools": []}"#,
+            "m",
+            &defaults(),
+        )
+        .unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("tools"));
     }
 
     #[test]

@@ -32,8 +32,9 @@ pub struct ApiError {
     pub kind: &'static str,
     pub param: Option<String>,
     pub code: Option<String>,
-    /// More fields of the error object (`n_prompt_tokens`, `n_ctx`).
-    pub extra: Map<String, Value>,
+    /// More fields of the error object (`n_prompt_tokens`, `n_ctx`); boxed, as few
+    /// errors carry any and every `Result` of the API carries the error's size.
+    pub extra: Box<Map<String, Value>>,
 }
 
 impl ApiError {
@@ -44,7 +45,7 @@ impl ApiError {
             kind,
             param: None,
             code: None,
-            extra: Map::new(),
+            extra: Box::default(),
         }
     }
 
@@ -175,7 +176,7 @@ impl ApiError {
         error.insert("type".into(), json!(self.kind));
         error.insert("param".into(), json!(self.param));
         error.insert("code".into(), json!(self.code));
-        for (k, v) in &self.extra {
+        for (k, v) in self.extra.iter() {
             error.insert(k.clone(), v.clone());
         }
         json!({ "error": error })

@@ -13,7 +13,7 @@
 //! one place (the `api` module); strategies are chosen by the `terse` extension
 //! object, a `MODEL+strategy` suffix or `reasoning_effort` ([`strategy`]). Up to
 //! `max_sequences` sequences share the engine's batch; `max_queue` more may wait, and
-//! beyond that a request gets a 429.
+//! beyond that a request gets a 429. Chat requests may offer `tools` ([`tools`]).
 
 mod api;
 mod error;
@@ -23,6 +23,7 @@ mod proxy_meter;
 mod response;
 mod routes;
 pub mod strategy;
+mod tools;
 
 pub use api::{Defaults, MAX_TOP_LOGPROBS};
 pub use error::{ApiError, ServerError};

@@ -103,8 +103,16 @@ impl Served {
     /// the vocabulary (the local engine; an upstream checks its own). `max_tokens` is
     /// capped at the context size.
     pub fn check(&self, plan: &mut Plan) -> Result<(), ApiError> {
-        let Served::Local(backend) = self else {
-            return Ok(());
+        let backend = match self {
+            Served::Local(backend) => backend,
+            Served::Proxy(_) if !plan.tools.is_empty() && self.pass_through(plan).is_none() => {
+                return Err(ApiError::invalid_param(
+                    "tools",
+                    "tools with a strategy or n > 1 are not served through an upstream yet; \
+                     without them the request passes through and the upstream serves its tools",
+                ))
+            }
+            Served::Proxy(_) => return Ok(()),
         };
         let vocab = backend.tokenizer().vocab_size();
         if let Some((id, _)) = plan
@@ -122,6 +130,20 @@ impl Served {
         let text = backend
             .render(&plan.request)
             .map_err(|e| ApiError::invalid_param("messages", e.to_string()))?;
+        if !plan.tools.is_empty() {
+            // A template that does not read `tools` would drop them without a word.
+            let mut without = plan.request.clone();
+            without.template_kwargs.remove("tools");
+            let plain = backend
+                .render(&without)
+                .map_err(|e| ApiError::invalid_param("messages", e.to_string()))?;
+            if plain == text {
+                return Err(ApiError::invalid_param(
+                    "tools",
+                    "this model's chat template does not render tools",
+                ));
+            }
+        }
         let add_bos = matches!(plan.request.prompt, Prompt::Text(_));
         let tokens = backend.tokenizer().encode(&text, add_bos, true).len();
         if tokens >= backend.ctx_size() {

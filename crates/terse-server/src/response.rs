@@ -13,6 +13,8 @@ pub struct Envelope {
     pub model: String,
     pub endpoint: Endpoint,
     pub strategy: String,
+    /// The names of the tools offered: calls in an answer come back as `tool_calls`.
+    pub tools: Vec<String>,
 }
 
 impl Envelope {
@@ -30,7 +32,29 @@ impl Envelope {
             model: plan.model.clone(),
             endpoint: plan.endpoint,
             strategy: plan.request.strategy.to_string(),
+            tools: plan.tools.clone(),
         }
+    }
+
+    /// A chat answer's content and the calls it makes (none when no tools were
+    /// offered), the calls in the API's shape with fresh ids.
+    pub fn answer(&self, text: &str) -> (Value, Vec<Value>) {
+        if self.tools.is_empty() {
+            return (json!(text), Vec::new());
+        }
+        let offered: Vec<&str> = self.tools.iter().map(String::as_str).collect();
+        let (content, calls) = crate::tools::parse(text, &offered);
+        let calls: Vec<Value> = calls
+            .iter()
+            .map(|c| c.to_json(&format!("call_{:016x}", crate::api::random_u64())))
+            .collect();
+        // OpenAI's content is null beside calls and nothing else.
+        let content = if content.is_empty() && !calls.is_empty() {
+            Value::Null
+        } else {
+            json!(content)
+        };
+        (content, calls)
     }
 
     fn object(&self, chunk: bool) -> &'static str {
@@ -57,25 +81,34 @@ impl Envelope {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let mut choice = match self.endpoint {
+                let (mut choice, called) = match self.endpoint {
                     Endpoint::Chat => {
-                        let mut message = json!({"role": "assistant", "content": c.text});
+                        let (content, calls) = self.answer(&c.text);
+                        let mut message = json!({"role": "assistant", "content": content});
                         if let Some(r) = &c.reasoning {
                             message["reasoning_content"] = json!(r);
                             message["reasoning"] = json!(r);
                         }
-                        json!({"index": i, "message": message})
+                        let called = !calls.is_empty();
+                        if called {
+                            message["tool_calls"] = json!(calls);
+                        }
+                        (json!({"index": i, "message": message}), called)
                     }
                     Endpoint::Completions => {
                         let mut choice = json!({"index": i, "text": c.text});
                         if let Some(r) = &c.reasoning {
                             choice["reasoning_content"] = json!(r);
                         }
-                        choice
+                        (choice, false)
                     }
                 };
                 choice["logprobs"] = self.logprobs(&c.logprobs, top_logprobs, 0);
-                choice["finish_reason"] = json!(finish_reason(c.finish));
+                choice["finish_reason"] = if called {
+                    json!("tool_calls")
+                } else {
+                    json!(finish_reason(c.finish))
+                };
                 choice["terse"] = choice_terse(c);
                 choice
             })

@@ -377,7 +377,10 @@ fn stream(
                         text.trim_start()
                     };
                     logprobs[choice].pending.extend(tokens);
-                    if text.is_empty() {
+                    // With tools the answer goes whole at the end, its calls parsed
+                    // out (their text is not content); the reasoning still streams.
+                    if text.is_empty() || (!envelope.tools.is_empty() && kind == PieceKind::Content)
+                    {
                         continue;
                     }
                     started[choice][slot] = true;
@@ -397,9 +400,37 @@ fn stream(
                 }
                 Some(Event::Done { choice, result }) => match *result {
                     Ok(c) => {
+                        let mut called = false;
+                        if !envelope.tools.is_empty() {
+                            let (content, calls) = envelope.answer(&c.text);
+                            called = !calls.is_empty();
+                            let mut deltas = Vec::new();
+                            if content.as_str().is_some_and(|t| !t.is_empty()) {
+                                deltas.push(json!({ "content": content }));
+                            }
+                            if called {
+                                let calls: Vec<Value> = calls
+                                    .into_iter()
+                                    .enumerate()
+                                    .map(|(k, mut call)| {
+                                        call["index"] = json!(k);
+                                        call
+                                    })
+                                    .collect();
+                                deltas.push(json!({ "tool_calls": calls }));
+                            }
+                            for delta in deltas {
+                                if !send(envelope.delta_chunk(choice, delta, usage)).await {
+                                    return;
+                                }
+                            }
+                        }
                         let streamed = logprobs[choice].sent;
-                        let chunk =
+                        let mut chunk =
                             envelope.finish_chunk(choice, &c, want_logprobs, streamed, usage);
+                        if called {
+                            chunk["choices"][0]["finish_reason"] = json!("tool_calls");
+                        }
                         if !send(chunk).await {
                             return;
                         }

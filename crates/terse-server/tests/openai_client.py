@@ -6,6 +6,7 @@ Prints one line per check and a closing "openai: N passed, N failed"; exits 1 on
 failure.
 """
 
+import json
 import sys
 import traceback
 import urllib.request
@@ -175,6 +176,62 @@ def test_unknown_model():
         assert e.body["code"] == "model_not_found"
         return
     raise AssertionError("expected a 404")
+
+
+WEATHER = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}]
+ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris right now?"}]
+
+
+def test_tools_come_back_as_tool_calls():
+    r = chat(messages=ASK_WEATHER, tools=WEATHER, max_tokens=80)
+    c = r.choices[0]
+    assert c.finish_reason == "tool_calls", c
+    call = c.message.tool_calls[0]
+    assert call.type == "function" and call.id.startswith("call_"), call
+    assert call.function.name == "get_weather", call
+    assert json.loads(call.function.arguments)["city"] == "Paris", call
+    assert c.message.content is None, c
+    # Without the tools (tool_choice "none") the prompt is shorter: the signatures
+    # were in it.
+    plain = chat(messages=ASK_WEATHER, tools=WEATHER, tool_choice="none", max_tokens=4)
+    assert plain.usage.prompt_tokens < r.usage.prompt_tokens
+    assert plain.choices[0].message.tool_calls is None
+
+
+def test_streamed_tool_calls():
+    calls, content = [], ""
+    for chunk in chat(messages=ASK_WEATHER, tools=WEATHER, max_tokens=80, stream=True):
+        d = chunk.choices[0].delta
+        content += d.content or ""
+        calls += d.tool_calls or []
+        finish = chunk.choices[0].finish_reason
+    assert finish == "tool_calls" and content == "", (finish, content)
+    assert [c.function.name for c in calls] == ["get_weather"], calls
+    assert json.loads(calls[0].function.arguments)["city"] == "Paris"
+
+
+def test_a_tool_result_goes_back_into_the_conversation():
+    first = chat(messages=ASK_WEATHER, tools=WEATHER, max_tokens=80)
+    call = first.choices[0].message.tool_calls[0]
+    history = ASK_WEATHER + [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "18 C and sunny"},
+    ]
+    r = chat(messages=history, tools=WEATHER, max_tokens=8)
+    # The call and its result were rendered into the prompt (the model's answer to
+    # them is its own business).
+    assert r.usage.prompt_tokens > first.usage.prompt_tokens + 20, r.usage
+    assert r.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
+def test_tool_choice_required_is_refused():
+    e = expect_400(lambda: chat(messages=ASK_WEATHER, tools=WEATHER, tool_choice="required"))
+    assert e.body["param"] == "tool_choice", e.body
+    e = expect_400(lambda: chat(messages=ASK_WEATHER, tools=[{"type": "function"}]))
+    assert e.body["param"] == "tools[0]", e.body
 
 
 def test_auth():

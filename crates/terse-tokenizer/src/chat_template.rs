@@ -15,10 +15,18 @@ use terse_gguf::{GgufError, GgufFile};
 use crate::Tokenizer;
 
 /// One message of a conversation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// An assistant turn's tool calls, in the shape the templates read (Hugging Face's):
+    /// `{"id", "type": "function", "function": {"name", "arguments": {…}}}`, the
+    /// arguments an object rather than the OpenAI API's JSON string.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<serde_json::Value>,
+    /// A `tool` turn's answer is to this call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -26,6 +34,7 @@ impl ChatMessage {
         ChatMessage {
             role: role.into(),
             content: content.into(),
+            ..ChatMessage::default()
         }
     }
 }
@@ -65,6 +74,7 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
+        env.add_filter("tojson", tojson);
         env.add_template_owned(TEMPLATE_NAME, source.to_owned())
             .map_err(TemplateError::Syntax)?;
         Ok(ChatTemplate {
@@ -124,6 +134,95 @@ impl ChatTemplate {
                 ..Value::from_serialize(&kwargs)
             })
             .map_err(TemplateError::Render)
+    }
+}
+
+/// `tojson` as transformers defines it for chat templates: Python's `json.dumps`
+/// (separators `", "` and `": "`, or `indent` spaces; non-ASCII kept), not minijinja's
+/// HTML-safe filter, which would write `<` as `\u003c` into the prompt. Tool
+/// signatures and tool-call arguments reach the prompt through it.
+fn tojson(value: Value, kwargs: minijinja::value::Kwargs) -> Result<Value, minijinja::Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
+    kwargs.assert_all_used()?;
+    let invalid = |e: serde_json::Error| {
+        minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}"))
+    };
+    // Objects keep their order (the order the client sent them in: serde_json's
+    // `preserve_order` is on in the workspace), as Python's dicts do.
+    let mut json = serde_json::to_value(&value).map_err(invalid)?;
+    if sort_keys == Some(true) {
+        json = sorted(json);
+    }
+    let mut out = Vec::new();
+    match indent {
+        Some(n) => {
+            let spaces = " ".repeat(n);
+            let formatter = serde_json::ser::PrettyFormatter::with_indent(spaces.as_bytes());
+            serde::Serialize::serialize(
+                &json,
+                &mut serde_json::Serializer::with_formatter(&mut out, formatter),
+            )
+        }
+        None => serde::Serialize::serialize(
+            &json,
+            &mut serde_json::Serializer::with_formatter(&mut out, PythonFormatter),
+        ),
+    }
+    .map_err(invalid)?;
+    let text = String::from_utf8(out)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+    Ok(Value::from_safe_string(text))
+}
+
+/// `value` with every object's keys in order (`sort_keys=True`).
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted).collect())
+        }
+        other => other,
+    }
+}
+
+/// One line, with Python's default separators: `, ` between items, `: ` after keys.
+struct PythonFormatter;
+
+impl serde_json::ser::Formatter for PythonFormatter {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b": ")
     }
 }
 
@@ -275,6 +374,30 @@ mod tests {
             template.render_with(&messages, true, &kwargs).unwrap(),
             "<think></think>True|1"
         );
+    }
+
+    #[test]
+    fn tojson_writes_what_pythons_json_dumps_writes() {
+        let src = "{{ messages[0].tool_calls[0] | tojson }}|{{ messages[0].tool_calls[0] | tojson(indent=2, sort_keys=true) }}";
+        let template = ChatTemplate::new(src, "", "").unwrap();
+        let mut message = ChatMessage::new("assistant", "");
+        message.tool_calls = vec![serde_json::json!({"name": "f<x>", "b": [1, "é"], "a": {}})];
+        assert_eq!(
+            template.render(&[message], false).unwrap(),
+            "{\"name\": \"f<x>\", \"b\": [1, \"é\"], \"a\": {}}|{\n  \"a\": {},\n  \"b\": [\n    1,\n    \"é\"\n  ],\n  \"name\": \"f<x>\"\n}"
+        );
+    }
+
+    #[test]
+    fn a_message_without_tool_calls_leaves_them_undefined() {
+        let src = "{% for m in messages %}{{ m.tool_calls is defined }}{{ m.tool_call_id is defined }}{% endfor %}";
+        let template = ChatTemplate::new(src, "", "").unwrap();
+        let mut tool = ChatMessage::new("tool", "18");
+        tool.tool_call_id = Some("call_1".into());
+        let out = template
+            .render(&[ChatMessage::new("user", "Hi"), tool], false)
+            .unwrap();
+        assert_eq!(out, "FalseFalseFalseTrue");
     }
 
     #[test]

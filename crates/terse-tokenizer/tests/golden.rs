@@ -344,3 +344,31 @@ fn qwen_05b_long_prompt_tokenizes_quickly() {
 fn gemma3_long_prompt_tokenizes_quickly() {
     check_long_prompt_speed(&GEMMA3_270M);
 }
+
+/// A tool conversation through Qwen 2.5's own template renders as transformers renders
+/// it: the signatures as Python's `json.dumps` writes them, the call's arguments an
+/// object, the result in a user turn.
+#[test]
+fn qwen_05b_renders_tools_calls_and_results_as_transformers_does() {
+    let (g, tok) = load(&QWEN_05B);
+    let template = ChatTemplate::from_gguf(&g, &tok).unwrap().unwrap();
+    let mut call = ChatMessage::new("assistant", "");
+    call.tool_calls = vec![serde_json::json!({"id": "call_1", "type": "function",
+        "function": {"name": "get_weather", "arguments": {"city": "Paris"}}})];
+    let mut result = ChatMessage::new("tool", "18 C");
+    result.tool_call_id = Some("call_1".into());
+    let messages = [ChatMessage::new("user", "Weather in Paris?"), call, result];
+    let tools = serde_json::json!({"tools": [{"type": "function", "function":
+        {"name": "get_weather", "parameters": {"type": "object"}}}]});
+    let got = template.render_with(&messages, true, &tools).unwrap();
+    for part in [
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.\n\n# Tools\n",
+        "<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"get_weather\", \"parameters\": {\"type\": \"object\"}}}\n</tools>",
+        "<|im_start|>user\nWeather in Paris?<|im_end|>\n\
+         <|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call><|im_end|>\n\
+         <|im_start|>user\n<tool_response>\n18 C\n</tool_response><|im_end|>\n<|im_start|>assistant\n",
+    ] {
+        assert!(got.contains(part), "missing {part:?} in {got:?}");
+    }
+    assert!(got.ends_with("<|im_start|>assistant\n"));
+}

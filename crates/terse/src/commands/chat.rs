@@ -27,10 +27,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
     let tokenizer = engine.tokenizer().clone();
     let mut history: Vec<ChatMessage> = Vec::new();
     if let Some(system) = &args.system {
-        history.push(ChatMessage {
-            role: "system".into(),
-            content: system.clone(),
-        });
+        history.push(ChatMessage::new("system", system.clone()));
     }
     let seq = engine.new_sequence();
     // Tokens currently held by the sequence's cache.
@@ -49,10 +46,10 @@ pub fn run(args: ChatArgs) -> Result<()> {
         {
             break;
         }
-        history.push(ChatMessage {
-            role: "user".into(),
-            content: line.trim_end_matches(['\r', '\n']).to_string(),
-        });
+        history.push(ChatMessage::new(
+            "user",
+            line.trim_end_matches(['\r', '\n']).to_string(),
+        ));
         let text = engine.render_chat(&history, true)?;
         let tokens = tokenizer.encode(&text, false, true);
         // Keep the cached prefix the new prompt shares; prefill only the rest.
@@ -90,10 +87,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
             stats.generated_tokens,
             stats.decode_tokens_per_s()
         );
-        history.push(ChatMessage {
-            role: "assistant".into(),
-            content: reply,
-        });
+        history.push(ChatMessage::new("assistant", reply));
     }
     Ok(())
 }

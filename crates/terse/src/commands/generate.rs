@@ -138,15 +138,9 @@ fn chat_prompt(
     }
     let mut messages = Vec::new();
     if let Some(system) = system {
-        messages.push(ChatMessage {
-            role: "system".into(),
-            content: system.into(),
-        });
+        messages.push(ChatMessage::new("system", system));
     }
-    messages.push(ChatMessage {
-        role: "user".into(),
-        content: message.into(),
-    });
+    messages.push(ChatMessage::new("user", message));
     let text = engine.render_chat(&messages, true)?;
     // The rendered template carries its own special tokens (and BOS where it wants one).
     Ok(engine.tokenizer().encode(&text, false, true))
