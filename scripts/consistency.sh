@@ -9,7 +9,8 @@
 # by one sample, a third to break a tie), run for real on a fresh draw: SEED=31.
 # Usage: [LIMIT=N] [SEED=S] scripts/consistency.sh [RUN...] (default: the four accuracy
 # runs; LIMIT runs only the first N of the 100, labelled q05-RUN-N; SEED draws another
-# 100, labelled q05-RUN-sS; MODEL=qwen2.5-coder-1.5b runs the 1.5B, labelled q15-RUN).
+# 100, labelled q05-RUN-sS; OFFSET=K skips the first K of the 100, labelled q05-RUN-fromK;
+# MODEL=qwen2.5-coder-1.5b runs the 1.5B, labelled q15-RUN).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +28,9 @@ RUNS=("$@")
 
 cargo build --release -p terse
 SEED="${SEED:-2026}"
+OFFSET="${OFFSET:-0}"
 suffix="${LIMIT:+-$LIMIT}"
+[ "$OFFSET" != 0 ] && suffix="$suffix-from$OFFSET"
 [ "$SEED" != 2026 ] && suffix="$suffix-s$SEED"
 common=(-m "$MODEL" -t 2 -n 512 --dataset "$DATASET" --sample 100 --sample-seed "$SEED" --resume)
 for run in "${RUNS[@]}"; do
@@ -55,7 +58,7 @@ for run in "${RUNS[@]}"; do
     *) echo "unknown run $run (fixed5, none, verify, beta, window2, greedy-check, refine2, sr, serial4, batched4)" >&2; exit 2 ;;
   esac
   label="$prefix-$run$suffix"
-  ./target/release/terse eval "${common[@]}" "${args[@]}" ${LIMIT:+--limit "$LIMIT"} \
+  ./target/release/terse eval "${common[@]}" "${args[@]}" ${LIMIT:+--limit "$LIMIT"} --offset "$OFFSET" \
     --label "$label" --out "$OUT/$label"
 done
 runs=()

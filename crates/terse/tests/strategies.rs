@@ -87,12 +87,11 @@ fn a_think_section_prompted_into_a_default_model_is_split_and_closed_by_the_budg
     // opens the think section, here with one worked example so a default model knows to
     // close it before answering, and a question of the example's own shape (on the AVX2
     // kernels the 1.5B leaves a GSM8K question's think section open to the end).
-    let prompt = format!(
-        "<|im_start|>system\nYou think inside <think> </think> tags, then give the answer.<|im_end|>\n\
+    let prompt = "<|im_start|>system\nYou think inside <think> </think> tags, then give the answer.<|im_end|>\n\
          <|im_start|>user\nTom has 3 apples and buys 4 more. How many apples does he have?<|im_end|>\n\
-         <|im_start|>assistant\n<think>\nHe starts with 3 and buys 4: 3 + 4 = 7.\n</think>\n\n\\boxed{{7}}<|im_end|>\n\
+         <|im_start|>assistant\n<think>\nHe starts with 3 and buys 4: 3 + 4 = 7.\n</think>\n\n\\boxed{7}<|im_end|>\n\
          <|im_start|>user\nSam has 5 pens and buys 2 more. How many pens does he have?<|im_end|>\n<|im_start|>assistant\n<think>\n"
-    );
+        .to_string();
     let text_request = |strategy: &str, options: &[&str]| {
         let options: Vec<String> = options.iter().map(|s| s.to_string()).collect();
         CompletionRequest {
