@@ -12,7 +12,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use terse_reason::{Completion, CompletionRequest, SamplerConfig, StrategySpec};
+use terse_reason::{Completion, CompletionRequest, Grammar, SamplerConfig, StrategySpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -41,6 +41,8 @@ struct KeyFields<'a> {
     stop: &'a [String],
     strategy: &'a StrategySpec,
     sample: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    constraint: Option<&'a Grammar>,
 }
 
 /// The hex sha256 key of one request (`prompt` is its rendered text).
@@ -54,6 +56,7 @@ pub fn cache_key(model: &str, prompt: &str, request: &CompletionRequest, sample:
         stop: &request.stop,
         strategy: &request.strategy,
         sample,
+        constraint: request.constraint.as_ref(),
     };
     // Struct fields serialise in declaration order, so the JSON is canonical;
     // serialising these types cannot fail.

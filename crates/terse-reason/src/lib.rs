@@ -9,6 +9,7 @@
 
 pub mod adaptive;
 pub mod consistency;
+pub mod constraint;
 pub mod difficulty;
 mod local;
 mod openai;
@@ -19,6 +20,7 @@ pub mod refine;
 mod scripted;
 pub mod strategy;
 
+pub use constraint::{Grammar, Segment};
 pub use local::{EngineLoad, LocalBackend};
 pub use openai::OpenAiBackend;
 pub use strategy::{StrategyError, StrategySpec};
@@ -58,6 +60,10 @@ pub struct CompletionRequest {
     /// `enable_thinking`); sent on to a remote server.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub template_kwargs: serde_json::Map<String, serde_json::Value>,
+    /// What the answer must be (a JSON object, a forced tool call); decoding is
+    /// constrained to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<Grammar>,
 }
 
 impl CompletionRequest {
@@ -72,7 +78,20 @@ impl CompletionRequest {
             logprobs: false,
             top_logprobs: 0,
             template_kwargs: serde_json::Map::new(),
+            constraint: None,
         }
+    }
+
+    /// A constrained answer is one plain trace: a strategy that writes into the
+    /// answer, steers it or runs several traces would break the grammar or bypass it.
+    pub fn check_constraint(&self) -> Result<(), StrategyError> {
+        if self.constraint.is_some() && (self.strategy.steers() || !self.strategy.is_single_trace())
+        {
+            return Err(StrategyError::Constrained {
+                strategy: self.strategy.to_string(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -317,6 +336,7 @@ pub trait Backend: Send + Sync {
         request: &CompletionRequest,
         sink: Sink<'_>,
     ) -> Result<Completion, BackendError> {
+        request.check_constraint()?;
         if let Some(options) = request.strategy.adaptive() {
             return adaptive::complete(self, request, options, sink);
         }

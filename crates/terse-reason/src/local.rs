@@ -9,6 +9,7 @@
 //! token, freeing its sequence and probes.
 
 use crate::adaptive::Difficulty;
+use crate::constraint::{Constraint, MaskVocab};
 use crate::difficulty::{probe_path, DifficultyProbe};
 use crate::strategy::{PieceSink, Runner, TokenIds};
 use crate::{
@@ -21,7 +22,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 use terse_engine::{
@@ -69,6 +70,9 @@ pub struct LocalBackend {
     model_file: PathBuf,
     /// Difficulty probes read so far, by path (each checked against this model once).
     probes: Mutex<HashMap<PathBuf, Arc<DifficultyProbe>>>,
+    /// The vocabulary as the grammar mask reads it, built on the first constrained
+    /// request.
+    mask_vocab: OnceLock<Arc<MaskVocab>>,
 }
 
 impl LocalBackend {
@@ -106,6 +110,7 @@ impl LocalBackend {
             ctx_size,
             model_file,
             probes: Mutex::new(HashMap::new()),
+            mask_vocab: OnceLock::new(),
         })
     }
 
@@ -450,6 +455,13 @@ impl LocalBackend {
         .with_sink(sink);
         if request.logprobs {
             runner = runner.with_logprobs(request.top_logprobs);
+        }
+        if let Some(grammar) = &request.constraint {
+            let vocab = self
+                .mask_vocab
+                .get_or_init(|| Arc::new(MaskVocab::new(&self.tokenizer)))
+                .clone();
+            runner = runner.with_constraint(Constraint::new(grammar.clone(), vocab));
         }
         let (tokens, prefix_tokens) = self.prompt_tokens(request, &runner)?;
         Ok(Prepared {

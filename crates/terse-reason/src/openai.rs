@@ -155,7 +155,26 @@ impl OpenAiBackend {
                 body["top_logprobs"] = json!(request.top_logprobs);
             }
         }
+        if request.constraint.is_some() {
+            // `unconstrained_upstream` has refused every other grammar.
+            body["response_format"] = json!({ "type": "json_object" });
+        }
         body
+    }
+
+    /// A grammar the upstream cannot be asked to enforce: only a bare JSON object on
+    /// chat completions is (its `response_format`).
+    fn unconstrained_upstream(&self, request: &CompletionRequest) -> Result<(), BackendError> {
+        match (&request.constraint, &request.prompt) {
+            (None, _) => Ok(()),
+            (Some(g), Prompt::Chat(_)) if g.is_json_object() => Ok(()),
+            (Some(_), _) => Err(StrategyError::Unsupported {
+                strategy: request.strategy.to_string(),
+                what: "a grammar other than a JSON object on chat completions",
+                backend: "openai".into(),
+            }
+            .into()),
+        }
     }
 
     fn chat(
@@ -452,6 +471,7 @@ impl Backend for OpenAiBackend {
         request: &CompletionRequest,
         sink: Sink<'_>,
     ) -> Result<Completion, BackendError> {
+        self.unconstrained_upstream(request)?;
         match &request.prompt {
             Prompt::Chat(messages) => {
                 let messages = request.strategy.prepare_messages(messages);

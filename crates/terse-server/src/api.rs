@@ -9,7 +9,7 @@ use crate::strategy::{Presets, StrategyAsk};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use terse_engine::{ChatMessage, SamplerConfig};
-use terse_reason::{CompletionRequest, Prompt, StrategySpec};
+use terse_reason::{CompletionRequest, Grammar, Prompt, StrategySpec};
 
 /// Most alternatives per token `top_logprobs` (or `logprobs` on completions) may ask.
 pub const MAX_TOP_LOGPROBS: u64 = 20;
@@ -208,7 +208,7 @@ pub fn plan(
     if let Some(bias) = &body.logit_bias {
         sampling.logit_bias = logit_bias(bias)?;
     }
-    response_format(body.response_format.as_ref())?;
+    let json_response = response_format(body.response_format.as_ref())?;
 
     let max_tokens = match body.max_completion_tokens.or(body.max_tokens) {
         Some(0) => {
@@ -249,7 +249,7 @@ pub fn plan(
             ))
         }
     };
-    let tools = match endpoint {
+    let offered = match endpoint {
         Endpoint::Chat => crate::tools::offered(body.tools.as_ref(), body.tool_choice.as_ref())?,
         Endpoint::Completions if body.tools.is_some() => {
             return Err(ApiError::invalid_param(
@@ -257,11 +257,24 @@ pub fn plan(
                 "tools are offered on /v1/chat/completions, not /v1/completions",
             ))
         }
-        Endpoint::Completions => None,
+        Endpoint::Completions => crate::tools::Offered::default(),
     };
+    let tools = offered.tools;
     if let Some(tools) = &tools {
         template_kwargs.insert("tools".into(), Value::Array(tools.clone()));
     }
+    let constraint = match (offered.forced, json_response) {
+        (Some(_), true) => {
+            return Err(ApiError::invalid_param(
+                "response_format",
+                "response_format json_object and a tool_choice that forces a call cannot both \
+                 decide the answer",
+            ))
+        }
+        (Some(call), false) => Some(call),
+        (None, true) => Some(Grammar::json_object()),
+        (None, false) => None,
+    };
     let (logprobs, top_logprobs) = logprobs(endpoint, body.logprobs.as_ref(), body.top_logprobs)?;
 
     let reasoning_budget = [
@@ -295,19 +308,22 @@ pub fn plan(
         presets: Some(&defaults.presets),
     }
     .resolve()?;
+    let request = CompletionRequest {
+        prompt,
+        sampling,
+        max_tokens,
+        stop,
+        strategy,
+        logprobs,
+        top_logprobs,
+        template_kwargs,
+        constraint,
+    };
+    request.check_constraint()?;
 
     Ok(Plan {
         endpoint,
-        request: CompletionRequest {
-            prompt,
-            sampling,
-            max_tokens,
-            stop,
-            strategy,
-            logprobs,
-            top_logprobs,
-            template_kwargs,
-        },
+        request,
         n: n as usize,
         seed: body.seed.map(|s| s as u64),
         stream: body.stream.unwrap_or(false),
@@ -486,15 +502,18 @@ fn logit_bias(bias: &Map<String, Value>) -> Result<Vec<(u32, f32)>, ApiError> {
         .collect()
 }
 
-/// `response_format`: `text`, or `json_object`, which is accepted but NOT constrained
-/// (the model is not forced to write JSON; grammar-constrained decoding is later work).
-/// `json_schema` is a 400 rather than a silent unconstrained answer.
-fn response_format(format: Option<&Value>) -> Result<(), ApiError> {
+/// `response_format`: `text`, or `json_object` (true), which constrains decoding to
+/// one JSON object. `json_schema` is a 400 rather than an answer that ignores the schema.
+fn response_format(format: Option<&Value>) -> Result<bool, ApiError> {
     match format.map(|f| f.get("type").and_then(Value::as_str)) {
-        None | Some(Some("text" | "json_object")) => Ok(()),
+        None | Some(Some("text")) => Ok(false),
+        Some(Some("json_object")) => Ok(true),
         Some(Some(other)) => Err(ApiError::invalid_param(
             "response_format",
-            format!("response_format '{other}' is not supported (text, json_object unconstrained)"),
+            format!(
+                "response_format '{other}' is not supported: \"text\", or \"json_object\" \
+                 (decoding constrained to a JSON object; a schema is not enforced)"
+            ),
         )),
         Some(None) => Err(ApiError::invalid_param(
             "response_format",
@@ -666,14 +685,36 @@ mod tests {
     }
 
     #[test]
-    fn json_object_is_accepted_and_json_schema_refused() {
+    fn json_object_constrains_the_answer_and_json_schema_is_refused() {
         let body = |f: &str| {
             format!(
                 r#"{{"messages": [{{"role": "user", "content": "x"}}], "response_format": {f}}}"#
             )
         };
-        assert!(chat(&body(r#"{"type": "json_object"}"#)).is_ok());
-        assert!(chat(&body(r#"{"type": "json_schema", "json_schema": {}}"#)).is_err());
+        let json = chat(&body(r#"{"type": "json_object"}"#)).unwrap();
+        assert_eq!(json.request.constraint, Some(Grammar::json_object()));
+        let text = chat(&body(r#"{"type": "text"}"#)).unwrap();
+        assert_eq!(text.request.constraint, None);
+        let err = chat(&body(r#"{"type": "json_schema", "json_schema": {}}"#)).unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("response_format"));
+        // A strategy that writes into the answer would break the grammar.
+        let err = chat(
+            r#"{"model": "m+budget", "messages": [{"role": "user", "content": "x"}],
+                "response_format": {"type": "json_object"}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("constrained answer"),
+            "{}",
+            err.message
+        );
+        let err = chat(
+            r#"{"messages": [{"role": "user", "content": "x"}],
+                "response_format": {"type": "json_object"}, "tool_choice": "required",
+                "tools": [{"type": "function", "function": {"name": "f"}}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.param.as_deref(), Some("response_format"));
     }
 
     #[test]

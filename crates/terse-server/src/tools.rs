@@ -10,14 +10,17 @@
 //! offered tool is read as calls too, as llama.cpp's parser reads such answers; Qwen
 //! 2.5 Coder 0.5B answers a weather question with `{"name": "get_weather", …}` alone.
 //!
-//! Decoding is not constrained: the model may call no tool, and a block that is not a
-//! call (not JSON, no name) stays in the content as written, as vLLM's Hermes parser
-//! leaves it. So `tool_choice` "auto" (the default) and "none" (the tools are left out
-//! of the prompt) are served; "required" and a named function would need constrained
-//! decoding and are a 400 that says so.
+//! With `tool_choice` "auto" (the default) decoding is free: the model may call no
+//! tool, and a block that is not a call (not JSON, no name) stays in the content as
+//! written, as vLLM's Hermes parser leaves it. "none" leaves the tools out of the
+//! prompt. "required" and a named function constrain decoding to one call in the
+//! Hermes form, `<tool_call>\n{"name": "NAME", "arguments": {…}}\n</tool_call>`, with
+//! NAME one of the offered tools (or the named one) and the arguments a JSON object
+//! (not checked against the tool's parameter schema).
 
 use crate::error::ApiError;
 use serde_json::{json, Map, Value};
+use terse_reason::{Grammar, Segment};
 
 const OPEN: &str = "<tool_call>";
 const CLOSE: &str = "</tool_call>";
@@ -119,12 +122,21 @@ pub fn names(tools: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// The tools the prompt carries: `tools` checked, and `None` when there are none or
-/// `tool_choice` is "none".
-pub fn offered(
-    tools: Option<&Value>,
-    tool_choice: Option<&Value>,
-) -> Result<Option<Vec<Value>>, ApiError> {
+/// What `tools` and `tool_choice` ask for.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Offered {
+    /// The tools the prompt carries (`None` when there are none or `tool_choice` is
+    /// "none").
+    pub tools: Option<Vec<Value>>,
+    /// The call the answer must be ("required" or a named function).
+    pub forced: Option<Grammar>,
+}
+
+/// Most tools "required" chooses among.
+const MAX_REQUIRED_TOOLS: usize = 64;
+
+/// `tools` and `tool_choice`, checked.
+pub fn offered(tools: Option<&Value>, tool_choice: Option<&Value>) -> Result<Offered, ApiError> {
     let tools = match tools {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(tools)) => tools.clone(),
@@ -135,36 +147,106 @@ pub fn offered(
             ))
         }
     };
+    let mut names = Vec::new();
     for (i, tool) in tools.iter().enumerate() {
         let kind = tool.get("type").and_then(Value::as_str);
         let name = tool
             .get("function")
             .and_then(|f| f.get("name"))
             .and_then(Value::as_str);
-        if kind != Some("function") || name.is_none_or(str::is_empty) {
-            return Err(ApiError::invalid_param(
-                &format!("tools[{i}]"),
-                format!(
-                    "a tool must be {{\"type\": \"function\", \"function\": {{\"name\": …}}}}, not {tool}"
-                ),
-            ));
+        match name {
+            Some(name) if kind == Some("function") && !name.is_empty() => names.push(name),
+            _ => {
+                return Err(ApiError::invalid_param(
+                    &format!("tools[{i}]"),
+                    format!(
+                        "a tool must be {{\"type\": \"function\", \"function\": {{\"name\": …}}}}, not {tool}"
+                    ),
+                ))
+            }
         }
     }
-    match tool_choice {
-        None | Some(Value::Null) => {}
-        Some(Value::String(choice)) if choice == "auto" => {}
-        Some(Value::String(choice)) if choice == "none" => return Ok(None),
+    let no_tools = || {
+        ApiError::invalid_param(
+            "tool_choice",
+            "tool_choice asks for a call, but the request offers no tools",
+        )
+    };
+    let forced = match tool_choice {
+        None | Some(Value::Null) => None,
+        Some(Value::String(choice)) if choice == "auto" => None,
+        Some(Value::String(choice)) if choice == "none" => {
+            return Ok(Offered::default());
+        }
+        Some(Value::String(choice)) if choice == "required" => {
+            if names.is_empty() {
+                return Err(no_tools());
+            }
+            if names.len() > MAX_REQUIRED_TOOLS {
+                return Err(ApiError::invalid_param(
+                    "tool_choice",
+                    format!(
+                        "tool_choice \"required\" chooses among at most {MAX_REQUIRED_TOOLS} tools, \
+                         the request offers {}",
+                        names.len()
+                    ),
+                ));
+            }
+            Some(forced_call(&names)?)
+        }
+        Some(choice @ Value::Object(_))
+            if choice.get("type").and_then(Value::as_str) == Some("function") =>
+        {
+            let name = choice
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if !names.contains(&name) {
+                return Err(ApiError::invalid_param(
+                    "tool_choice",
+                    format!(
+                        "tool_choice names the function '{name}', which is not among the offered \
+                         tools ({})",
+                        names.join(", ")
+                    ),
+                ));
+            }
+            Some(forced_call(&[name])?)
+        }
         Some(other) => {
             return Err(ApiError::invalid_param(
                 "tool_choice",
                 format!(
-                    "tool_choice {other} is not supported: terse does not constrain decoding \
-                     to a call yet (\"auto\" and \"none\" are)"
+                    "tool_choice must be \"auto\", \"none\", \"required\" or \
+                     {{\"type\": \"function\", \"function\": {{\"name\": …}}}}, not {other}"
                 ),
             ))
         }
-    }
-    Ok((!tools.is_empty()).then_some(tools))
+    };
+    Ok(Offered {
+        tools: (!tools.is_empty()).then_some(tools),
+        forced,
+    })
+}
+
+/// One Hermes-form call to one of `names`.
+fn forced_call(names: &[&str]) -> Result<Grammar, ApiError> {
+    // Each name as it ends inside a JSON string, closing quote included: prefix-free.
+    let mut quoted: Vec<String> = names
+        .iter()
+        .map(|n| json!(n).to_string()[1..].to_string())
+        .collect();
+    quoted.sort();
+    quoted.dedup();
+    let segments = vec![
+        Segment::Text(format!("{OPEN}\n{{\"name\": \"")),
+        Segment::OneOf(quoted),
+        Segment::Text(", \"arguments\": ".into()),
+        Segment::JsonObject,
+        Segment::Text(format!("}}\n{CLOSE}")),
+    ];
+    Grammar::new(segments).map_err(|e| ApiError::invalid_param("tool_choice", e.to_string()))
 }
 
 /// An assistant turn's `tool_calls` in the shape templates read: each call's
@@ -277,18 +359,17 @@ mod tests {
     #[test]
     fn tools_and_tool_choice_are_checked_and_none_leaves_them_out() {
         let tools = json!([{"type": "function", "function": {"name": "f", "parameters": {}}}]);
-        assert_eq!(
-            offered(Some(&tools), None).unwrap().map(|t| t.len()),
-            Some(1)
-        );
-        assert_eq!(
-            offered(Some(&tools), Some(&json!("auto")))
+        let carried = |choice: Option<Value>| {
+            offered(Some(&tools), choice.as_ref())
                 .unwrap()
-                .map(|t| t.len()),
-            Some(1)
-        );
-        assert_eq!(offered(Some(&tools), Some(&json!("none"))).unwrap(), None);
-        assert_eq!(offered(None, None).unwrap(), None);
+                .tools
+                .map(|t| t.len())
+        };
+        assert_eq!(carried(None), Some(1));
+        assert_eq!(carried(Some(json!("auto"))), Some(1));
+        assert_eq!(carried(Some(json!("none"))), None);
+        assert_eq!(offered(None, None).unwrap(), Offered::default());
+        assert_eq!(offered(Some(&tools), None).unwrap().forced, None);
         for (bad, param) in [
             (json!({"type": "function"}), "tools"),
             (json!([{"type": "function", "function": {}}]), "tools[0]"),
@@ -297,10 +378,46 @@ mod tests {
             let err = offered(Some(&bad), None).unwrap_err();
             assert_eq!(err.param.as_deref(), Some(param), "{bad}");
         }
-        let err = offered(Some(&tools), Some(&json!("required"))).unwrap_err();
-        assert!(err.message.contains("constrain"), "{}", err.message);
-        let named = json!({"type": "function", "function": {"name": "f"}});
-        assert!(offered(Some(&tools), Some(&named)).is_err());
+        for bad in [
+            json!("sometimes"),
+            json!({"type": "function", "function": {"name": "g"}}),
+            json!({"type": "retrieval"}),
+        ] {
+            let err = offered(Some(&tools), Some(&bad)).unwrap_err();
+            assert_eq!(err.param.as_deref(), Some("tool_choice"), "{bad}");
+        }
+        let err = offered(None, Some(&json!("required"))).unwrap_err();
+        assert!(err.message.contains("no tools"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_required_or_named_tool_choice_forces_one_hermes_call_to_an_offered_tool() {
+        let tools = json!([{"type": "function", "function": {"name": "get_weather"}},
+                           {"type": "function", "function": {"name": "get_time"}}]);
+        let grammar = |choice: Value| {
+            offered(Some(&tools), Some(&choice))
+                .unwrap()
+                .forced
+                .expect("a forced call")
+        };
+        let complete = |g: &Grammar, text: &str| {
+            g.walk(g.start(), text.as_bytes())
+                .is_some_and(|c| g.is_complete(c))
+        };
+        let call = |name: &str| {
+            format!("<tool_call>\n{{\"name\": \"{name}\", \"arguments\": {{\"city\": \"Paris\"}}}}\n</tool_call>")
+        };
+        let required = grammar(json!("required"));
+        assert!(complete(&required, &call("get_weather")));
+        assert!(complete(&required, &call("get_time")));
+        assert!(!complete(&required, &call("get_date")));
+        let named = grammar(json!({"type": "function", "function": {"name": "get_time"}}));
+        assert!(complete(&named, &call("get_time")));
+        assert!(!complete(&named, &call("get_weather")));
+        // What the grammar lets through is what the parser reads back.
+        let (content, calls) = parse(&call("get_time"), &["get_weather", "get_time"]);
+        assert_eq!(content, "");
+        assert_eq!(calls[0].name, "get_time");
     }
 
     #[test]

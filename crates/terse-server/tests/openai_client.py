@@ -227,11 +227,39 @@ def test_a_tool_result_goes_back_into_the_conversation():
     assert r.choices[0].finish_reason in ("stop", "length", "tool_calls")
 
 
-def test_tool_choice_required_is_refused():
-    e = expect_400(lambda: chat(messages=ASK_WEATHER, tools=WEATHER, tool_choice="required"))
+def test_tool_choice_required_forces_a_call_the_model_would_not_make():
+    # "Say hello" calls no tool when the model is free to choose ...
+    free = chat(tools=WEATHER, max_tokens=40)
+    assert free.choices[0].finish_reason != "tool_calls", free
+    # ... and one call, to an offered tool with JSON arguments, when it must.
+    for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
+        r = chat(tools=WEATHER, tool_choice=choice, max_tokens=60)
+        c = r.choices[0]
+        assert c.finish_reason == "tool_calls", (choice, c)
+        assert [t.function.name for t in c.message.tool_calls] == ["get_weather"], c
+        assert isinstance(json.loads(c.message.tool_calls[0].function.arguments), dict), c
+    e = expect_400(lambda: chat(tools=WEATHER, tool_choice={"type": "function", "function": {"name": "nope"}}))
     assert e.body["param"] == "tool_choice", e.body
     e = expect_400(lambda: chat(messages=ASK_WEATHER, tools=[{"type": "function"}]))
     assert e.body["param"] == "tools[0]", e.body
+
+
+PERSON = [{"role": "user", "content": "Describe a person named Ann who is 30 and lives in Oslo."}]
+
+
+def test_json_object_constrains_the_answer_to_json():
+    r = chat(messages=PERSON, response_format={"type": "json_object"}, max_tokens=100)
+    c = r.choices[0]
+    assert c.finish_reason == "stop", c
+    assert isinstance(json.loads(c.message.content), dict), c.message.content
+    streamed = "".join(
+        ch.choices[0].delta.content or ""
+        for ch in chat(messages=PERSON, response_format={"type": "json_object"}, max_tokens=100, stream=True)
+        if ch.choices
+    )
+    assert streamed == c.message.content, (streamed, c.message.content)
+    e = expect_400(lambda: chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}))
+    assert e.body["param"] == "response_format", e.body
 
 
 def test_auth():

@@ -1,7 +1,8 @@
 //! The reasoning controllers on real models: budgets hold, a think section prompted
 //! into a default model is found and closed, the command line reports usage and
-//! refuses bad strategies in one line, and `early-exit` on a real llama.cpp server
-//! reaches the same decision as on the local engine.
+//! refuses bad strategies in one line, `early-exit` on a real llama.cpp server
+//! reaches the same decision as on the local engine, and a JSON-constrained answer is
+//! JSON on both.
 
 mod common;
 
@@ -9,8 +10,8 @@ use common::{free_port, llama_cpp_bin_dir, wait_until_healthy, Server};
 use std::process::{Command, Stdio};
 use terse_engine::{Engine, EngineOptions};
 use terse_reason::{
-    Backend, ChatMessage, Completion, CompletionRequest, LocalBackend, OpenAiBackend, Prompt,
-    SamplerConfig, StrategySpec,
+    Backend, ChatMessage, Completion, CompletionRequest, Grammar, LocalBackend, OpenAiBackend,
+    Prompt, SamplerConfig, StrategySpec,
 };
 
 const QUESTION: &str = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?\nPlease reason step by step, and put your final answer within \\boxed{}.";
@@ -135,8 +136,54 @@ fn a_think_section_prompted_into_a_default_model_is_split_and_closed_by_the_budg
 }
 
 #[test]
-fn early_exit_on_a_llama_cpp_server_stops_where_the_local_engine_stops() {
-    let alias = "qwen2.5-coder-0.5b";
+fn a_json_constrained_answer_is_one_object_and_a_think_section_before_it_stays_free() {
+    let backend = local("qwen2.5-coder-0.5b");
+    let ask = |prompt: Prompt, constraint: Option<Grammar>| {
+        let request = CompletionRequest {
+            prompt,
+            constraint,
+            ..CompletionRequest::chat(Vec::new(), SamplerConfig::greedy(), 120)
+        };
+        backend.complete(&request).expect("complete")
+    };
+    let person = || {
+        Prompt::Chat(vec![ChatMessage::new(
+            "user",
+            "Describe a person named Ann who is 30 and lives in Oslo.",
+        )])
+    };
+    let json = ask(person(), Some(Grammar::json_object()));
+    assert_eq!(json.stop_reason, "eos", "{json:?}");
+    let object: serde_json::Value = serde_json::from_str(&json.text)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", json.text));
+    assert!(object.is_object(), "{object}");
+    // The same request unconstrained answers in prose: the grammar made the difference.
+    let free = ask(person(), None);
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&free.text).is_err(),
+        "{}",
+        free.text
+    );
+
+    // With a think section the reasoning is free text and the answer after it JSON.
+    let think = "<|im_start|>system\nThink inside <think> </think> tags, then answer.<|im_end|>\n\
+         <|im_start|>user\nWhat is 2 + 3? Answer as JSON with the key \"sum\".<|im_end|>\n\
+         <|im_start|>assistant\n<think>\n";
+    let c = ask(
+        Prompt::Text(think.to_string()),
+        Some(Grammar::json_object()),
+    );
+    let reasoning = c.reasoning.as_deref().unwrap_or_default();
+    assert!(!reasoning.trim().is_empty(), "{c:?}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(c.text.trim()).is_ok_and(|v| v.is_object()),
+        "the answer after the think section is a JSON object: {c:?}"
+    );
+}
+
+#[test]
+/// A real llama.cpp server on `alias`, and a backend on it.
+fn llama_server(alias: &str) -> (Server, OpenAiBackend) {
     let port = free_port();
     let mut server = Server(
         Command::new(llama_cpp_bin_dir().join("llama-server"))
@@ -156,6 +203,42 @@ fn early_exit_on_a_llama_cpp_server_stops_where_the_local_engine_stops() {
     );
     wait_until_healthy(&mut server, port, None);
     let remote = OpenAiBackend::new(&format!("http://127.0.0.1:{port}/v1"), alias, None);
+    (server, remote)
+}
+
+#[test]
+fn a_json_object_asked_of_a_llama_cpp_server_comes_back_as_json_and_other_grammars_are_refused() {
+    let (_server, remote) = llama_server("qwen2.5-coder-0.5b");
+    let person = vec![ChatMessage::new(
+        "user",
+        "Describe a person named Ann who is 30 and lives in Oslo.",
+    )];
+    let request = CompletionRequest {
+        constraint: Some(Grammar::json_object()),
+        ..CompletionRequest::chat(person, SamplerConfig::greedy(), 120)
+    };
+    let c = remote.complete(&request).expect("remote json");
+    let object: serde_json::Value =
+        serde_json::from_str(&c.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", c.text));
+    assert!(object.is_object(), "{object}");
+    let call = Grammar::new(vec![
+        terse_reason::Segment::Text("<tool_call>".into()),
+        terse_reason::Segment::JsonObject,
+    ])
+    .expect("grammar");
+    let err = remote
+        .complete(&CompletionRequest {
+            constraint: Some(call),
+            ..request
+        })
+        .expect_err("a grammar the upstream cannot enforce");
+    assert!(err.to_string().contains("grammar"), "{err}");
+}
+
+#[test]
+fn early_exit_on_a_llama_cpp_server_stops_where_the_local_engine_stops() {
+    let alias = "qwen2.5-coder-0.5b";
+    let (_server, remote) = llama_server(alias);
     let messages = vec![ChatMessage::new("user", QUESTION)];
     let req = request(messages, 300, "early-exit", &["every=16", "window=2"]);
     let there = remote.complete(&req).expect("remote early-exit");

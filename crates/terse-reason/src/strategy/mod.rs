@@ -67,6 +67,12 @@ pub enum StrategyError {
     NotKeyValue(String),
     #[error("strategy configuration: {0}")]
     Config(String),
+    #[error(
+        "strategy '{strategy}' steers or writes into the answer, so it cannot be combined \
+         with a constrained answer (a JSON response format or a forced tool call): use \
+         strategy none or a prompt-only strategy"
+    )]
+    Constrained { strategy: String },
     #[error("strategy '{strategy}' needs {what}, which the {backend} backend cannot give")]
     Unsupported {
         strategy: String,

@@ -16,6 +16,7 @@ use super::{
     Controller, Decision, Decisions, Format, FormatChoice, Phase, StrategySpec, TokenView, Trace,
     ANSWER_CUE, THINK_CLOSE, THINK_OPEN,
 };
+use crate::constraint::Constraint;
 use crate::{PieceKind, StrategyEvent, TokenLogprob};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -118,6 +119,10 @@ pub struct Runner {
     /// Every text injected into the model's input, the opening prefix included.
     injected: String,
     decisions: Decisions,
+    /// The grammar the answer must follow, and whether it is in force yet (with a
+    /// think section, from its end).
+    constraint: Option<Constraint>,
+    constraint_live: bool,
 }
 
 impl Runner {
@@ -171,7 +176,17 @@ impl Runner {
             answer_tokens: 0,
             injected: prefix,
             decisions: Decisions::default(),
+            constraint: None,
+            constraint_live: false,
         }
+    }
+
+    /// Constrains the answer (after the think section, when there is one) to a
+    /// grammar. Needs the local vocabulary the runner was built with.
+    pub fn with_constraint(mut self, constraint: Constraint) -> Self {
+        self.constraint_live = self.trace.format == Format::Plain;
+        self.constraint = Some(constraint);
+        self
     }
 
     /// Ends the answer before the first of `stop` (the string is not returned).
@@ -599,9 +614,22 @@ impl Steering for Runner {
         for c in &mut self.controllers {
             c.adjust_logits(&self.trace, logits);
         }
+        if self.constraint_live {
+            if let Some(constraint) = &mut self.constraint {
+                constraint.mask(logits);
+            }
+        }
     }
 
     fn on_token(&mut self, event: &TokenEvent<'_>, actions: &mut Vec<Action>) {
+        let was_live = self.constraint_live;
+        if let (true, Some(constraint), Some(tokenizer)) =
+            (was_live, &mut self.constraint, &self.tokenizer)
+        {
+            if !event.is_end_of_generation {
+                constraint.advance(tokenizer.token_bytes(event.token));
+            }
+        }
         actions.extend(self.observe(
             event.piece,
             Some(event.logprob),
@@ -609,6 +637,16 @@ impl Steering for Runner {
             event.top_logprobs,
             event.is_end_of_generation,
         ));
+        if !was_live {
+            if let (Some(constraint), Some(end)) =
+                (&mut self.constraint, self.trace.text.rfind(THINK_CLOSE))
+            {
+                // What the token wrote after `</think>` (a line break) starts the answer.
+                let rest = &self.trace.text[end + THINK_CLOSE.len()..];
+                constraint.advance(rest.trim_start().as_bytes());
+                self.constraint_live = true;
+            }
+        }
     }
 
     fn on_probe(&mut self, result: &ProbeResult, actions: &mut Vec<Action>) {

@@ -7,7 +7,9 @@ use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
 use terse_engine::{ChatMessage, Engine, Sampler, SamplerConfig, StopReason, StreamDecoder};
-use terse_reason::{Backend, CompletionRequest, LocalBackend, PieceKind, Prompt, StrategySpec};
+use terse_reason::{
+    Backend, CompletionRequest, Grammar, LocalBackend, PieceKind, Prompt, StrategySpec,
+};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -36,6 +38,10 @@ pub struct GenerateArgs {
     /// Treat special-token text such as <|im_start|> in --prompt as plain text.
     #[arg(long)]
     pub no_special: bool,
+    /// Constrain the answer to one JSON object (what the server's `response_format`
+    /// `json_object` does); with a think section, the answer after it.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
@@ -62,7 +68,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     }
 
     let mut engine = args.model.load()?;
-    if !strategy.stages.is_empty() {
+    if !strategy.stages.is_empty() || args.json {
         return run_steered(engine, &args, raw_prompt, sampler_config, strategy);
     }
     let prompt_tokens = match (&raw_prompt, &args.chat) {
@@ -187,6 +193,7 @@ fn run_steered(
         logprobs: false,
         top_logprobs: 0,
         template_kwargs: serde_json::Map::new(),
+        constraint: args.json.then(Grammar::json_object),
     };
     let mut stdout = std::io::stdout();
     let mut last_kind = None;
