@@ -181,7 +181,6 @@ fn a_json_constrained_answer_is_one_object_and_a_think_section_before_it_stays_f
     );
 }
 
-#[test]
 /// A real llama.cpp server on `alias`, and a backend on it.
 fn llama_server(alias: &str) -> (Server, OpenAiBackend) {
     let port = free_port();
