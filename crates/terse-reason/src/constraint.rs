@@ -1,8 +1,10 @@
 //! Constrained decoding: an answer that must be a JSON object (`response_format`
-//! `json_object`), or fixed text around one (a forced tool call).
+//! `json_object`), one that follows a JSON schema (`json_schema`, compiled to a grammar
+//! by [`crate::json_schema`]), or fixed text around one (a forced tool call).
 //!
 //! A [`Grammar`] is a sequence of [`Segment`]s: literal text, one of a few literal
-//! texts, a JSON object. Its [`Cursor`] is a small `Copy` state, so before each token
+//! texts, a JSON value of a type (an object, a string, a number, an array of scalars,
+//! any value). Its [`Cursor`] is a small `Copy` state, so before each token
 //! the mask can try every vocabulary token's bytes from the current cursor and forbid
 //! those that cannot continue the grammar; end of generation is allowed only once
 //! the last segment is complete, and then nothing else is. Tokens are grouped by
@@ -31,14 +33,63 @@ pub enum Segment {
     Text(String),
     /// Exactly one of these texts (none may be a prefix of another).
     OneOf(Vec<String>),
-    /// One JSON object, `{` to its matching `}`.
-    JsonObject,
+    /// One JSON value of this type.
+    Json(JsonType),
+}
+
+/// The type of a [`Segment::Json`] value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonType {
+    pub kind: JsonKind,
+    /// `null` is allowed too.
+    pub nullable: bool,
+}
+
+impl JsonType {
+    /// Any JSON object, `{` to its matching `}`.
+    pub const OBJECT: JsonType = JsonType::of(JsonKind::Object);
+
+    pub const fn of(kind: JsonKind) -> Self {
+        JsonType {
+            kind,
+            nullable: false,
+        }
+    }
+}
+
+/// What a JSON value may be. A number at the top level of a segment has no closing
+/// byte: it ends where the next segment's first byte comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonKind {
+    Any,
+    Object,
+    String,
+    Number,
+    Integer,
+    /// An array whose items are of this kind (nested values inside `Any` items are free).
+    Array(JsonItem),
+}
+
+/// The kind of an array's items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonItem {
+    Any,
+    String,
+    Number,
+    Integer,
+    Boolean,
 }
 
 /// What the answer must be: its segments, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grammar {
     segments: Vec<Segment>,
+    /// The JSON schema the grammar was compiled from, for an upstream that enforces
+    /// schemas itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schema: Option<serde_json::Value>,
 }
 
 /// Why a grammar cannot be built.
@@ -84,20 +135,35 @@ impl Grammar {
                 _ => {}
             }
         }
-        Ok(Grammar { segments })
+        Ok(Grammar {
+            segments,
+            schema: None,
+        })
     }
 
     /// One JSON object (`response_format` `json_object`).
     pub fn json_object() -> Self {
         Grammar {
-            segments: vec![Segment::JsonObject],
+            segments: vec![Segment::Json(JsonType::OBJECT)],
+            schema: None,
         }
     }
 
     /// Whether the grammar is a bare JSON object (what a remote server's own
     /// `response_format` can enforce).
     pub fn is_json_object(&self) -> bool {
-        self.segments == [Segment::JsonObject]
+        self.segments == [Segment::Json(JsonType::OBJECT)]
+    }
+
+    /// The same grammar, remembering the schema it enforces.
+    pub(crate) fn with_schema(mut self, schema: serde_json::Value) -> Self {
+        self.schema = Some(schema);
+        self
+    }
+
+    /// The JSON schema this grammar was compiled from, if any.
+    pub fn json_schema(&self) -> Option<&serde_json::Value> {
+        self.schema.as_ref()
     }
 
     /// The cursor before any byte.
@@ -131,10 +197,17 @@ impl Grammar {
                 // Choices are prefix-free, so a complete one is the only one left.
                 complete
             }
-            Segment::JsonObject => {
-                next.json = cursor.json.step(byte)?;
-                next.json.lex == Lex::Done
-            }
+            Segment::Json(_) => match cursor.json.step(byte) {
+                Some(json) => {
+                    next.json = json;
+                    json.lex == Lex::Done
+                }
+                // A top-level number ends at the first byte that is not part of it.
+                None if cursor.json.number_may_end() => {
+                    return self.step(Cursor::entering(cursor.segment + 1, &self.segments), byte);
+                }
+                None => return None,
+            },
         };
         Some(if finished {
             Cursor::entering(cursor.segment + 1, &self.segments)
@@ -151,9 +224,13 @@ impl Grammar {
         Some(cursor)
     }
 
-    /// Whether every segment is complete (only end of generation may follow).
+    /// Whether the answer may end here: every segment is complete, or the last one is
+    /// a number that may end.
     pub fn is_complete(&self, cursor: Cursor) -> bool {
         cursor.segment >= self.segments.len()
+            || (cursor.segment + 1 == self.segments.len()
+                && matches!(self.segments[cursor.segment], Segment::Json(_))
+                && cursor.json.number_may_end())
     }
 }
 
@@ -175,11 +252,15 @@ impl Cursor {
             Some(Segment::OneOf(c)) => (1u64 << c.len()) - 1,
             _ => 0,
         };
+        let json = match segments.get(segment) {
+            Some(Segment::Json(t)) => *t,
+            _ => JsonType::OBJECT,
+        };
         Cursor {
             segment,
             at: 0,
             alive,
-            json: JsonState::object(),
+            json: JsonState::of(json),
         }
     }
 }
@@ -258,9 +339,10 @@ impl Number {
 
 const WORDS: [&[u8]; 3] = [b"true", b"false", b"null"];
 
-/// A JSON prefix recognizer for one object.
+/// A JSON prefix recognizer for one value of a type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct JsonState {
+    top: JsonType,
     lex: Lex,
     depth: u8,
     /// Bit i set: nesting level i is an object (clear: an array).
@@ -269,8 +351,9 @@ struct JsonState {
 }
 
 impl JsonState {
-    fn object() -> Self {
+    fn of(top: JsonType) -> Self {
         JsonState {
+            top,
             lex: Lex::Value,
             depth: 0,
             objects: 0,
@@ -283,6 +366,7 @@ impl JsonState {
             Lex::Done => return None,
             Lex::Number(n) => {
                 return match n.next(b) {
+                    Some(Number::Dot | Number::Exp) if self.integer_here() => None,
                     Some(n) => {
                         self.lex = Lex::Number(n);
                         Some(self)
@@ -375,12 +459,50 @@ impl JsonState {
         Some(self)
     }
 
+    /// Whether a top-level number could end here (it has no closing byte).
+    fn number_may_end(&self) -> bool {
+        self.depth == 0 && matches!(self.lex, Lex::Number(n) if n.is_complete())
+    }
+
+    /// Whether a number here must be an integer.
+    fn integer_here(&self) -> bool {
+        matches!(
+            (self.depth, self.top.kind),
+            (0, JsonKind::Integer) | (1, JsonKind::Array(JsonItem::Integer))
+        )
+    }
+
+    /// Whether a value starting with `b` has the type asked for here: the segment's
+    /// type at the top, its item kind directly inside a typed array, anything deeper.
+    fn admits(&self, b: u8) -> bool {
+        let number = b == b'-' || b.is_ascii_digit();
+        match self.depth {
+            0 => {
+                (self.top.nullable && b == b'n')
+                    || match self.top.kind {
+                        JsonKind::Any => true,
+                        JsonKind::Object => b == b'{',
+                        JsonKind::String => b == b'"',
+                        JsonKind::Number | JsonKind::Integer => number,
+                        JsonKind::Array(_) => b == b'[',
+                    }
+            }
+            1 => match self.top.kind {
+                JsonKind::Array(JsonItem::String) => b == b'"',
+                JsonKind::Array(JsonItem::Number | JsonItem::Integer) => number,
+                JsonKind::Array(JsonItem::Boolean) => b == b't' || b == b'f',
+                _ => true,
+            },
+            _ => true,
+        }
+    }
+
     fn in_object(&self) -> bool {
         self.depth > 0 && self.objects & (1 << (self.depth - 1)) != 0
     }
 
     fn open_value(&mut self, b: u8) -> Option<()> {
-        if self.depth == 0 && b != b'{' {
+        if !self.admits(b) {
             return None;
         }
         self.lex = match b {
@@ -485,26 +607,24 @@ impl Constraint {
     }
 
     /// Sets every token the grammar forbids next to −∞. End of generation is allowed
-    /// only once the grammar is complete, and then alone; if no token could continue
-    /// (a grammar that needs a byte no token starts with), end of generation is left
-    /// open rather than a step with nothing to sample.
+    /// only where the grammar may end (after its last segment nothing else is); if no
+    /// token could continue (a grammar that needs a byte no token starts with), end of
+    /// generation is left open rather than a step with nothing to sample.
     pub fn mask(&mut self, logits: &mut [f32]) {
         self.allowed.clear();
-        if !self.is_complete() {
-            for first in 0..=255u8 {
-                let Some(after_first) = self.grammar.step(self.cursor, first) else {
-                    continue;
-                };
-                for (id, bytes) in &self.vocab.by_first_byte[usize::from(first)] {
-                    if self.grammar.walk(after_first, &bytes[1..]).is_some() {
-                        if let Some(&l) = logits.get(*id as usize) {
-                            self.allowed.push((*id, l));
-                        }
+        for first in 0..=255u8 {
+            let Some(after_first) = self.grammar.step(self.cursor, first) else {
+                continue;
+            };
+            for (id, bytes) in &self.vocab.by_first_byte[usize::from(first)] {
+                if self.grammar.walk(after_first, &bytes[1..]).is_some() {
+                    if let Some(&l) = logits.get(*id as usize) {
+                        self.allowed.push((*id, l));
                     }
                 }
             }
         }
-        if self.allowed.is_empty() {
+        if self.is_complete() || self.allowed.is_empty() {
             for &id in &self.vocab.end_of_generation {
                 if let Some(&l) = logits.get(id as usize) {
                     self.allowed.push((id, l));
@@ -605,7 +725,7 @@ mod tests {
             Segment::Text("<call>{\"name\": \"".into()),
             Segment::OneOf(vec!["get_weather\"".into(), "get_time\"".into()]),
             Segment::Text(", \"arguments\": ".into()),
-            Segment::JsonObject,
+            Segment::Json(JsonType::OBJECT),
             Segment::Text("}</call>".into()),
         ])
         .expect("grammar");

@@ -11,6 +11,7 @@ pub mod adaptive;
 pub mod consistency;
 pub mod constraint;
 pub mod difficulty;
+pub mod json_schema;
 mod local;
 mod openai;
 pub mod program;
@@ -20,7 +21,8 @@ pub mod refine;
 mod scripted;
 pub mod strategy;
 
-pub use constraint::{Grammar, Segment};
+pub use constraint::{Grammar, JsonItem, JsonKind, JsonType, Segment};
+pub use json_schema::SchemaError;
 pub use local::{EngineLoad, LocalBackend};
 pub use openai::OpenAiBackend;
 pub use strategy::{StrategyError, StrategySpec};

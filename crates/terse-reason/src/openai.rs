@@ -155,22 +155,29 @@ impl OpenAiBackend {
                 body["top_logprobs"] = json!(request.top_logprobs);
             }
         }
-        if request.constraint.is_some() {
-            // `unconstrained_upstream` has refused every other grammar.
-            body["response_format"] = json!({ "type": "json_object" });
+        // `unconstrained_upstream` has refused every other grammar.
+        match request.constraint.as_ref().map(|g| (g, g.json_schema())) {
+            Some((_, Some(schema))) => {
+                body["response_format"] = json!({
+                    "type": "json_schema",
+                    "json_schema": {"name": "answer", "schema": schema, "strict": true},
+                });
+            }
+            Some(_) => body["response_format"] = json!({ "type": "json_object" }),
+            None => {}
         }
         body
     }
 
-    /// A grammar the upstream cannot be asked to enforce: only a bare JSON object on
-    /// chat completions is (its `response_format`).
+    /// A grammar the upstream cannot be asked to enforce: only a bare JSON object or a
+    /// JSON schema on chat completions is (its `response_format`).
     fn unconstrained_upstream(&self, request: &CompletionRequest) -> Result<(), BackendError> {
         match (&request.constraint, &request.prompt) {
             (None, _) => Ok(()),
-            (Some(g), Prompt::Chat(_)) if g.is_json_object() => Ok(()),
+            (Some(g), Prompt::Chat(_)) if g.is_json_object() || g.json_schema().is_some() => Ok(()),
             (Some(_), _) => Err(StrategyError::Unsupported {
                 strategy: request.strategy.to_string(),
-                what: "a grammar other than a JSON object on chat completions",
+                what: "a grammar other than a JSON object or schema on chat completions",
                 backend: "openai".into(),
             }
             .into()),

@@ -264,16 +264,14 @@ pub fn plan(
         template_kwargs.insert("tools".into(), Value::Array(tools.clone()));
     }
     let constraint = match (offered.forced, json_response) {
-        (Some(_), true) => {
+        (Some(_), Some(_)) => {
             return Err(ApiError::invalid_param(
                 "response_format",
-                "response_format json_object and a tool_choice that forces a call cannot both \
+                "a JSON response_format and a tool_choice that forces a call cannot both \
                  decide the answer",
             ))
         }
-        (Some(call), false) => Some(call),
-        (None, true) => Some(Grammar::json_object()),
-        (None, false) => None,
+        (call, format) => call.or(format),
     };
     let (logprobs, top_logprobs) = logprobs(endpoint, body.logprobs.as_ref(), body.top_logprobs)?;
 
@@ -502,22 +500,43 @@ fn logit_bias(bias: &Map<String, Value>) -> Result<Vec<(u32, f32)>, ApiError> {
         .collect()
 }
 
-/// `response_format`: `text`, or `json_object` (true), which constrains decoding to
-/// one JSON object. `json_schema` is a 400 rather than an answer that ignores the schema.
-fn response_format(format: Option<&Value>) -> Result<bool, ApiError> {
-    match format.map(|f| f.get("type").and_then(Value::as_str)) {
-        None | Some(Some("text")) => Ok(false),
-        Some(Some("json_object")) => Ok(true),
-        Some(Some(other)) => Err(ApiError::invalid_param(
+/// `response_format`: `text` (no grammar), `json_object` (decoding constrained to one
+/// JSON object) or `json_schema` (to an instance of `json_schema.schema`; a schema
+/// the grammar cannot enforce is a 400 naming the keyword, never an answer that
+/// ignores it).
+fn response_format(format: Option<&Value>) -> Result<Option<Grammar>, ApiError> {
+    let Some(format) = format else {
+        return Ok(None);
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Grammar::json_object())),
+        Some("json_schema") => {
+            let param = "response_format.json_schema.schema";
+            let schema = format
+                .get("json_schema")
+                .and_then(|s| s.get("schema"))
+                .ok_or_else(|| {
+                    ApiError::invalid_param(
+                        param,
+                        "response_format json_schema needs {\"json_schema\": {\"name\": …, \
+                         \"schema\": {…}}}",
+                    )
+                })?;
+            Grammar::from_json_schema(schema)
+                .map(Some)
+                .map_err(|e| ApiError::invalid_param(param, e.to_string()))
+        }
+        Some(other) => Err(ApiError::invalid_param(
             "response_format",
             format!(
-                "response_format '{other}' is not supported: \"text\", or \"json_object\" \
-                 (decoding constrained to a JSON object; a schema is not enforced)"
+                "response_format '{other}' is not supported: \"text\", \"json_object\" or \
+                 \"json_schema\""
             ),
         )),
-        Some(None) => Err(ApiError::invalid_param(
+        None => Err(ApiError::invalid_param(
             "response_format",
-            "response_format must be {\"type\": \"text\"} or {\"type\": \"json_object\"}",
+            "response_format must be {\"type\": \"text\" | \"json_object\" | \"json_schema\", …}",
         )),
     }
 }
@@ -685,7 +704,7 @@ mod tests {
     }
 
     #[test]
-    fn json_object_constrains_the_answer_and_json_schema_is_refused() {
+    fn json_object_and_json_schema_constrain_the_answer_and_an_unenforceable_schema_is_refused() {
         let body = |f: &str| {
             format!(
                 r#"{{"messages": [{{"role": "user", "content": "x"}}], "response_format": {f}}}"#
@@ -695,8 +714,30 @@ mod tests {
         assert_eq!(json.request.constraint, Some(Grammar::json_object()));
         let text = chat(&body(r#"{"type": "text"}"#)).unwrap();
         assert_eq!(text.request.constraint, None);
-        let err = chat(&body(r#"{"type": "json_schema", "json_schema": {}}"#)).unwrap_err();
-        assert_eq!(err.param.as_deref(), Some("response_format"));
+        let schema = r#"{"type": "object", "properties": {"sum": {"type": "integer"}}}"#;
+        let typed = chat(&body(&format!(
+            r#"{{"type": "json_schema", "json_schema": {{"name": "s", "schema": {schema}}}}}"#
+        )))
+        .unwrap();
+        let expected: Value = serde_json::from_str(schema).unwrap();
+        assert_eq!(
+            typed.request.constraint,
+            Some(Grammar::from_json_schema(&expected).unwrap())
+        );
+        for (bad, says) in [
+            (r#"{"type": "json_schema", "json_schema": {}}"#, "needs"),
+            (
+                r#"{"type": "json_schema", "json_schema": {"schema": {"type": "string", "minLength": 3}}}"#,
+                "$: 'minLength' is not enforced",
+            ),
+        ] {
+            let err = chat(&body(bad)).unwrap_err();
+            assert_eq!(
+                err.param.as_deref(),
+                Some("response_format.json_schema.schema")
+            );
+            assert!(err.message.contains(says), "{}", err.message);
+        }
         // A strategy that writes into the answer would break the grammar.
         let err = chat(
             r#"{"model": "m+budget", "messages": [{"role": "user", "content": "x"}],

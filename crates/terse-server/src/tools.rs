@@ -15,12 +15,13 @@
 //! written, as vLLM's Hermes parser leaves it. "none" leaves the tools out of the
 //! prompt. "required" and a named function constrain decoding to one call in the
 //! Hermes form, `<tool_call>\n{"name": "NAME", "arguments": {…}}\n</tool_call>`, with
-//! NAME one of the offered tools (or the named one) and the arguments a JSON object
-//! (not checked against the tool's parameter schema).
+//! NAME one of the offered tools (or the named one). The arguments follow the tool's
+//! `parameters` schema where one tool is possible and the schema is one terse's grammar
+//! enforces (see `terse_reason::json_schema`); otherwise they are any JSON object.
 
 use crate::error::ApiError;
 use serde_json::{json, Map, Value};
-use terse_reason::{Grammar, Segment};
+use terse_reason::{json_schema, Grammar, JsonType, Segment};
 
 const OPEN: &str = "<tool_call>";
 const CLOSE: &str = "</tool_call>";
@@ -192,7 +193,11 @@ pub fn offered(tools: Option<&Value>, tool_choice: Option<&Value>) -> Result<Off
                     ),
                 ));
             }
-            Some(forced_call(&names)?)
+            let only_parameters = match tools.as_slice() {
+                [tool] => parameters(tool),
+                _ => None,
+            };
+            Some(forced_call(&names, only_parameters)?)
         }
         Some(choice @ Value::Object(_))
             if choice.get("type").and_then(Value::as_str) == Some("function") =>
@@ -212,7 +217,10 @@ pub fn offered(tools: Option<&Value>, tool_choice: Option<&Value>) -> Result<Off
                     ),
                 ));
             }
-            Some(forced_call(&[name])?)
+            let tool = tools
+                .iter()
+                .find(|t| t["function"]["name"].as_str() == Some(name));
+            Some(forced_call(&[name], tool.and_then(parameters))?)
         }
         Some(other) => {
             return Err(ApiError::invalid_param(
@@ -230,8 +238,14 @@ pub fn offered(tools: Option<&Value>, tool_choice: Option<&Value>) -> Result<Off
     })
 }
 
-/// One Hermes-form call to one of `names`.
-fn forced_call(names: &[&str]) -> Result<Grammar, ApiError> {
+/// A tool's `parameters` schema.
+fn parameters(tool: &Value) -> Option<&Value> {
+    tool.get("function")?.get("parameters")
+}
+
+/// One Hermes-form call to one of `names`, its arguments held to `parameters` when
+/// the grammar can enforce that schema.
+fn forced_call(names: &[&str], parameters: Option<&Value>) -> Result<Grammar, ApiError> {
     // Each name as it ends inside a JSON string, closing quote included: prefix-free.
     let mut quoted: Vec<String> = names
         .iter()
@@ -239,13 +253,17 @@ fn forced_call(names: &[&str]) -> Result<Grammar, ApiError> {
         .collect();
     quoted.sort();
     quoted.dedup();
-    let segments = vec![
+    let arguments = parameters
+        .and_then(|schema| json_schema::schema_segments(schema).ok())
+        .filter(|segments| matches!(segments.first(), Some(Segment::Text(t)) if t.starts_with('{')))
+        .unwrap_or_else(|| vec![Segment::Json(JsonType::OBJECT)]);
+    let mut segments = vec![
         Segment::Text(format!("{OPEN}\n{{\"name\": \"")),
         Segment::OneOf(quoted),
         Segment::Text(", \"arguments\": ".into()),
-        Segment::JsonObject,
-        Segment::Text(format!("}}\n{CLOSE}")),
     ];
+    segments.extend(arguments);
+    segments.push(Segment::Text(format!("}}\n{CLOSE}")));
     Grammar::new(segments).map_err(|e| ApiError::invalid_param("tool_choice", e.to_string()))
 }
 
@@ -414,6 +432,21 @@ mod tests {
         let named = grammar(json!({"type": "function", "function": {"name": "get_time"}}));
         assert!(complete(&named, &call("get_time")));
         assert!(!complete(&named, &call("get_weather")));
+        // One possible tool: its arguments follow its parameters schema.
+        let typed = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"enum": ["C", "F"]}},
+            "required": ["city"]}}}]);
+        let held = offered(Some(&typed), Some(&json!("required")))
+            .unwrap()
+            .forced
+            .expect("a forced call");
+        let with = |arguments: &str| {
+            format!("<tool_call>\n{{\"name\": \"get_weather\", \"arguments\": {arguments}}}\n</tool_call>")
+        };
+        assert!(complete(&held, &with(r#"{"city": "Paris", "unit": "C"}"#)));
+        assert!(!complete(&held, &with(r#"{"city": "Paris"}"#)));
+        assert!(!complete(&held, &with(r#"{"town": "Paris", "unit": "C"}"#)));
         // What the grammar lets through is what the parser reads back.
         let (content, calls) = parse(&call("get_time"), &["get_weather", "get_time"]);
         assert_eq!(content, "");

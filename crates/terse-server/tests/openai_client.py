@@ -258,8 +258,36 @@ def test_json_object_constrains_the_answer_to_json():
         if ch.choices
     )
     assert streamed == c.message.content, (streamed, c.message.content)
-    e = expect_400(lambda: chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}))
-    assert e.body["param"] == "response_format", e.body
+
+
+PERSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "age": {"type": "integer"},
+        "city": {"type": "string"},
+        "languages": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["name", "age", "city", "languages"],
+    "additionalProperties": False,
+}
+
+
+def test_json_schema_holds_the_answer_to_the_schema():
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON_SCHEMA, "strict": True}}
+    r = chat(messages=PERSON, response_format=fmt, max_tokens=100)
+    c = r.choices[0]
+    assert c.finish_reason == "stop", c
+    person = json.loads(c.message.content)
+    assert list(person) == ["name", "age", "city", "languages"], person
+    assert isinstance(person["age"], int) and isinstance(person["name"], str), person
+    assert all(isinstance(lang, str) for lang in person["languages"]), person
+    # A keyword the grammar cannot enforce is a 400 naming it, not an unchecked answer.
+    loose = dict(PERSON_SCHEMA, properties=dict(PERSON_SCHEMA["properties"], age={"type": "integer", "minimum": 0}))
+    e = expect_400(lambda: chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": loose}}))
+    assert e.body["param"] == "response_format.json_schema.schema", e.body
+    assert "'minimum'" in e.body["message"] and "$.properties.age" in e.body["message"], e.body
+    assert health(OPEN) == 200
 
 
 def test_auth():

@@ -206,7 +206,8 @@ fn llama_server(alias: &str) -> (Server, OpenAiBackend) {
 }
 
 #[test]
-fn a_json_object_asked_of_a_llama_cpp_server_comes_back_as_json_and_other_grammars_are_refused() {
+fn a_json_object_or_schema_asked_of_a_llama_cpp_server_comes_back_as_asked_and_other_grammars_are_refused(
+) {
     let (_server, remote) = llama_server("qwen2.5-coder-0.5b");
     let person = vec![ChatMessage::new(
         "user",
@@ -220,9 +221,24 @@ fn a_json_object_asked_of_a_llama_cpp_server_comes_back_as_json_and_other_gramma
     let object: serde_json::Value =
         serde_json::from_str(&c.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", c.text));
     assert!(object.is_object(), "{object}");
+    // A schema goes upstream as llama.cpp's own json_schema response_format.
+    let schema = serde_json::json!({"type": "object", "properties": {
+        "name": {"type": "string"}, "age": {"type": "integer"}}, "required": ["name", "age"]});
+    let typed = remote
+        .complete(&CompletionRequest {
+            constraint: Some(Grammar::from_json_schema(&schema).expect("schema")),
+            ..request.clone()
+        })
+        .expect("remote json_schema");
+    let person: serde_json::Value = serde_json::from_str(&typed.text)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", typed.text));
+    assert!(
+        person["name"].is_string() && person["age"].is_i64(),
+        "{person}"
+    );
     let call = Grammar::new(vec![
         terse_reason::Segment::Text("<tool_call>".into()),
-        terse_reason::Segment::JsonObject,
+        terse_reason::Segment::Json(terse_reason::JsonType::OBJECT),
     ])
     .expect("grammar");
     let err = remote

@@ -40,8 +40,26 @@ pub struct GenerateArgs {
     pub no_special: bool,
     /// Constrain the answer to one JSON object (what the server's `response_format`
     /// `json_object` does); with a think section, the answer after it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json_schema")]
     pub json: bool,
+    /// Constrain the answer to an instance of the JSON schema in FILE (what the
+    /// server's `response_format` `json_schema` does).
+    #[arg(long, value_name = "FILE")]
+    pub json_schema: Option<std::path::PathBuf>,
+}
+
+/// The grammar `--json` or `--json-schema` asks for.
+fn constraint(args: &GenerateArgs) -> Result<Option<Grammar>> {
+    let Some(path) = &args.json_schema else {
+        return Ok(args.json.then(Grammar::json_object));
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let schema: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let grammar = Grammar::from_json_schema(&schema)
+        .with_context(|| format!("{}: a schema terse cannot enforce", path.display()))?;
+    Ok(Some(grammar))
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
@@ -67,9 +85,17 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         bail!("give --prompt TEXT, --prompt-file PATH or --chat TEXT");
     }
 
+    let constraint = constraint(&args)?;
     let mut engine = args.model.load()?;
-    if !strategy.stages.is_empty() || args.json {
-        return run_steered(engine, &args, raw_prompt, sampler_config, strategy);
+    if !strategy.stages.is_empty() || constraint.is_some() {
+        return run_steered(
+            engine,
+            &args,
+            raw_prompt,
+            sampler_config,
+            strategy,
+            constraint,
+        );
     }
     let prompt_tokens = match (&raw_prompt, &args.chat) {
         (Some(text), _) => engine.tokenizer().encode(text, true, !args.no_special),
@@ -160,6 +186,7 @@ fn run_steered(
     raw_prompt: Option<String>,
     sampling: SamplerConfig,
     strategy: StrategySpec,
+    constraint: Option<Grammar>,
 ) -> Result<()> {
     if args.no_special {
         bail!("--no-special does not apply with --strategy (strategies inject special-token text such as </think>)");
@@ -193,7 +220,7 @@ fn run_steered(
         logprobs: false,
         top_logprobs: 0,
         template_kwargs: serde_json::Map::new(),
-        constraint: args.json.then(Grammar::json_object),
+        constraint,
     };
     let mut stdout = std::io::stdout();
     let mut last_kind = None;
