@@ -105,6 +105,29 @@ pub enum GrammarError {
     Prefix { short: String, long: String },
 }
 
+/// A one-of segment's choices: 1 to 64, none empty, none a prefix of another (the
+/// cursor could not tell the shorter one finished).
+pub fn check_one_of(choices: &[String]) -> Result<(), GrammarError> {
+    if choices.is_empty() || choices.len() > 64 {
+        return Err(GrammarError::Choices(choices.len()));
+    }
+    if choices.iter().any(String::is_empty) {
+        return Err(GrammarError::EmptyText);
+    }
+    for a in choices {
+        if let Some(b) = choices
+            .iter()
+            .find(|b| *b != a && b.starts_with(a.as_str()))
+        {
+            return Err(GrammarError::Prefix {
+                short: a.clone(),
+                long: b.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl Grammar {
     pub fn new(segments: Vec<Segment>) -> Result<Self, GrammarError> {
         if segments.is_empty() {
@@ -113,25 +136,7 @@ impl Grammar {
         for segment in &segments {
             match segment {
                 Segment::Text(t) if t.is_empty() => return Err(GrammarError::EmptyText),
-                Segment::OneOf(choices) => {
-                    if choices.is_empty() || choices.len() > 64 {
-                        return Err(GrammarError::Choices(choices.len()));
-                    }
-                    if choices.iter().any(String::is_empty) {
-                        return Err(GrammarError::EmptyText);
-                    }
-                    for a in choices {
-                        if let Some(b) = choices
-                            .iter()
-                            .find(|b| *b != a && b.starts_with(a.as_str()))
-                        {
-                            return Err(GrammarError::Prefix {
-                                short: a.clone(),
-                                long: b.clone(),
-                            });
-                        }
-                    }
-                }
+                Segment::OneOf(choices) => check_one_of(choices)?,
                 _ => {}
             }
         }

@@ -14,7 +14,7 @@
 //! recognizer does not check (`pattern`, `minimum`, `maxLength`, …). An answer that
 //! claims to follow a schema it was not held to would be worse than a clear 400.
 
-use crate::constraint::{Grammar, GrammarError, JsonItem, JsonKind, JsonType, Segment};
+use crate::constraint::{check_one_of, Grammar, JsonItem, JsonKind, JsonType, Segment};
 use serde_json::Value;
 
 /// Deepest nesting of schemas.
@@ -37,8 +37,6 @@ const DESCRIPTIVE: [&str; 10] = [
     "strict",
 ];
 const ENFORCED: [&str; 5] = ["type", "properties", "items", "enum", "const"];
-/// The type of a schema that names none: any value.
-const ANY: &str = "(any)";
 
 /// Why a schema cannot be enforced.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -134,18 +132,20 @@ impl Segments {
                 Value::Array(v) if !v.is_empty() => v,
                 _ => return Err(invalid(path, "enum must be a non-empty list")),
             };
-            let choices = values.iter().map(Value::to_string).collect();
+            let choices: Vec<String> = values.iter().map(Value::to_string).collect();
             // One-of's own checks (count, prefixes such as 1 and 10) name the problem.
-            Grammar::new(vec![Segment::OneOf(choices)])
-                .map_err(|e: GrammarError| invalid(&format!("{path}.enum"), e.to_string()))?;
-            let choices = values.iter().map(Value::to_string).collect();
+            check_one_of(&choices).map_err(|e| invalid(&format!("{path}.enum"), e.to_string()))?;
             return self.push(path, Segment::OneOf(choices));
         }
         let (kind, nullable) = type_of(schema, path)?;
         let leaf = |kind| Segment::Json(JsonType { kind, nullable });
-        match kind {
-            None => self.text(path, "null"),
-            Some("object") => match schema.get("properties") {
+        let name = match kind {
+            Type::Null => return self.text(path, "null"),
+            Type::Any => return self.push(path, leaf(JsonKind::Any)),
+            Type::Named(name) => name,
+        };
+        match name {
+            "object" => match schema.get("properties") {
                 Some(Value::Object(properties)) if !properties.is_empty() => {
                     if nullable {
                         return Err(unsupported(path, "a nullable object with properties"));
@@ -168,39 +168,47 @@ impl Segments {
                     format!("properties must be an object, not {other}"),
                 )),
             },
-            Some("array") => {
+            "array" => {
                 let item = match schema.get("items") {
                     None | Some(Value::Bool(true)) => JsonItem::Any,
                     Some(items) => item_kind(items, &format!("{path}.items"))?,
                 };
                 self.push(path, leaf(JsonKind::Array(item)))
             }
-            Some("string") => self.push(path, leaf(JsonKind::String)),
-            Some("number") => self.push(path, leaf(JsonKind::Number)),
-            Some("integer") => self.push(path, leaf(JsonKind::Integer)),
-            Some("boolean") => {
+            "string" => self.push(path, leaf(JsonKind::String)),
+            "number" => self.push(path, leaf(JsonKind::Number)),
+            "integer" => self.push(path, leaf(JsonKind::Integer)),
+            "boolean" => {
                 let mut choices = vec!["true".to_string(), "false".to_string()];
                 if nullable {
                     choices.push("null".into());
                 }
                 self.push(path, Segment::OneOf(choices))
             }
-            Some(ANY) => self.push(path, leaf(JsonKind::Any)),
-            Some(other) => Err(invalid(path, format!("unknown type '{other}'"))),
+            other => Err(invalid(path, format!("unknown type '{other}'"))),
         }
     }
 }
 
-/// The schema's one type besides `null` (`None`: only `null`), and whether `null` is
-/// allowed too. No `type` and no `properties` is any value.
+/// What a schema's `type` says.
+enum Type<'a> {
+    /// No `type` (and no `properties` or `items`): any value.
+    Any,
+    /// Only `null`.
+    Null,
+    /// One type besides `null`.
+    Named(&'a str),
+}
+
+/// The schema's type, and whether `null` is allowed too.
 fn type_of<'a>(
     schema: &'a serde_json::Map<String, Value>,
     path: &str,
-) -> Result<(Option<&'a str>, bool), SchemaError> {
+) -> Result<(Type<'a>, bool), SchemaError> {
     let names: Vec<&str> = match schema.get("type") {
         None if schema.contains_key("properties") => vec!["object"],
         None if schema.contains_key("items") => vec!["array"],
-        None => vec![ANY],
+        None => return Ok((Type::Any, false)),
         Some(Value::String(t)) => vec![t.as_str()],
         Some(Value::Array(types)) => types
             .iter()
@@ -219,9 +227,9 @@ fn type_of<'a>(
     let nullable = names.contains(&"null");
     let rest: Vec<&str> = names.into_iter().filter(|t| *t != "null").collect();
     match rest.as_slice() {
-        [] if nullable => Ok((None, false)),
+        [] if nullable => Ok((Type::Null, false)),
         [] => Err(invalid(path, "type is an empty list")),
-        [one] => Ok((Some(one), nullable)),
+        [one] => Ok((Type::Named(one), nullable)),
         more => Err(unsupported(
             path,
             format!("a choice of types ({})", more.join(", ")),
@@ -269,20 +277,20 @@ fn item_kind(items: &Value, path: &str) -> Result<JsonItem, SchemaError> {
         return Err(unsupported(path, format!("'{keyword}' on array items")));
     }
     match type_of(schema, path)? {
-        (Some(ANY), false) => Ok(JsonItem::Any),
-        (Some("string"), false) => Ok(JsonItem::String),
-        (Some("number"), false) => Ok(JsonItem::Number),
-        (Some("integer"), false) => Ok(JsonItem::Integer),
-        (Some("boolean"), false) => Ok(JsonItem::Boolean),
-        (Some(t @ ("object" | "array")), _) => {
+        (Type::Any, _) => Ok(JsonItem::Any),
+        (Type::Named("string"), false) => Ok(JsonItem::String),
+        (Type::Named("number"), false) => Ok(JsonItem::Number),
+        (Type::Named("integer"), false) => Ok(JsonItem::Integer),
+        (Type::Named("boolean"), false) => Ok(JsonItem::Boolean),
+        (Type::Named(t @ ("object" | "array")), _) => {
             Err(unsupported(path, format!("array items of type {t}")))
         }
-        (Some(t), true) => Err(unsupported(
+        (Type::Named(t), true) => Err(unsupported(
             path,
             format!("nullable array items ({t} or null)"),
         )),
-        (None, _) => Err(unsupported(path, "array items that are only null")),
-        (Some(t), false) => Err(invalid(path, format!("unknown type '{t}'"))),
+        (Type::Null, _) => Err(unsupported(path, "array items that are only null")),
+        (Type::Named(t), false) => Err(invalid(path, format!("unknown type '{t}'"))),
     }
 }
 

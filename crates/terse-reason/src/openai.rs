@@ -20,7 +20,7 @@
 use crate::strategy::{Runner, StrategyError};
 use crate::{
     Backend, BackendError, Capabilities, ChatMessage, Completion, CompletionRequest, Finish,
-    Prompt, Sink, TokenLogprob, Usage,
+    Grammar, Prompt, Sink, TokenLogprob, Usage,
 };
 use serde_json::{json, Value};
 use std::io::BufRead;
@@ -156,14 +156,14 @@ impl OpenAiBackend {
             }
         }
         // `unconstrained_upstream` has refused every other grammar.
-        match request.constraint.as_ref().map(|g| (g, g.json_schema())) {
-            Some((_, Some(schema))) => {
+        match request.constraint.as_ref().map(Grammar::json_schema) {
+            Some(Some(schema)) => {
                 body["response_format"] = json!({
                     "type": "json_schema",
                     "json_schema": {"name": "answer", "schema": schema, "strict": true},
                 });
             }
-            Some(_) => body["response_format"] = json!({ "type": "json_object" }),
+            Some(None) => body["response_format"] = json!({ "type": "json_object" }),
             None => {}
         }
         body
